@@ -1,0 +1,603 @@
+//! Encoding of float maps (convolution outputs) into PNG images, grid
+//! montages and ZIP archives.
+//!
+//! Every map is normalised on its own into 8- or 16-bit pixel values by
+//! [`normalize_map`] (rules in [`Normalize`]); the range actually used is
+//! returned as a [`MapRange`] so callers can report how pixels map back to
+//! floats. Shapes are always given explicitly as `h` (rows) and `w`
+//! (columns); a map is a row-major `&[f32]` of length `h * w`.
+
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
+use rayon::prelude::*;
+
+use super::CodecError;
+
+mod archive;
+pub use archive::encode_zip;
+
+/// Gap in pixels between neighbouring tiles of a montage, on both axes.
+pub const MONTAGE_GAP: usize = 4;
+
+/// Largest width or height a PNG may declare (2^31 - 1).
+const PNG_MAX_DIM: usize = i32::MAX as usize;
+
+/// How a float map is mapped onto pixel values `0..=max` (255 or 65535).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// `lo = min`, `hi = max` of the finite values;
+    /// `p = round((x - lo) / (hi - lo) * max)`. A constant map gives all 0.
+    #[default]
+    Minmax,
+    /// `lo = 0`, `hi = 255`: `p = round(clamp(x, 0, 255) / 255 * max)`, so
+    /// 8-bit output is `round(clamp(x))`.
+    Clamp,
+    /// `lo = 0`, `hi = max |x|` of the finite values;
+    /// `p = round(|x| / hi * max)`. An all-zero map gives all 0.
+    Abs,
+}
+
+/// Sample depth of encoded PNGs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BitDepth {
+    /// 8 bits per sample, pixel values `0..=255`.
+    #[default]
+    Eight,
+    /// 16 bits per sample, pixel values `0..=65535`.
+    Sixteen,
+}
+
+impl BitDepth {
+    /// Largest pixel value at this depth.
+    fn max_value(self) -> u16 {
+        match self {
+            Self::Eight => u16::from(u8::MAX),
+            Self::Sixteen => u16::MAX,
+        }
+    }
+}
+
+/// PNG compression trade-off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PngSpeed {
+    /// `CompressionType::Fast` with adaptive filtering.
+    #[default]
+    Fast,
+    /// `CompressionType::Best` with adaptive filtering (slower, smaller).
+    Small,
+}
+
+/// The value range mapped onto `[0, max pixel]`: `lo` → 0, `hi` → 255 (or
+/// 65535). Both ends are finite floats in the map's own units.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct MapRange {
+    /// Float value that maps to pixel 0.
+    pub lo: f32,
+    /// Float value that maps to the maximum pixel value.
+    pub hi: f32,
+}
+
+/// Normalises one float map (length `h * w`) into pixel values `0..=max`
+/// (255 or 65535 per `depth`), written to `out` as `u16`; returns the range
+/// used.
+///
+/// See [`Normalize`] for the per-mode formulas; `lo`/`hi` are computed from
+/// finite values only. Non-finite values never panic: NaN maps to pixel 0
+/// (like `lo`), `+inf` saturates to `max` and `-inf` to 0 (`abs`: both
+/// infinities give `max`). Arithmetic is done in `f64`; rounding is half away
+/// from zero.
+///
+/// # Panics
+///
+/// Panics if `out.len() != map.len()`.
+pub fn normalize_map(map: &[f32], mode: Normalize, depth: BitDepth, out: &mut [u16]) -> MapRange {
+    assert_eq!(
+        map.len(),
+        out.len(),
+        "normalize_map: output length mismatch"
+    );
+    let max = f64::from(depth.max_value());
+    let quantize = |v: f64| v.round().clamp(0.0, max) as u16;
+    match mode {
+        Normalize::Minmax => {
+            let (lo, hi) = finite_min_max(map).unwrap_or((0.0, 0.0));
+            let (lo64, span) = (f64::from(lo), f64::from(hi) - f64::from(lo));
+            for (o, &x) in out.iter_mut().zip(map) {
+                *o = if x.is_finite() {
+                    if span > 0.0 {
+                        quantize((f64::from(x) - lo64) / span * max)
+                    } else {
+                        0
+                    }
+                } else if x == f32::INFINITY {
+                    depth.max_value()
+                } else {
+                    0
+                };
+            }
+            MapRange { lo, hi }
+        }
+        Normalize::Clamp => {
+            // max / 255 is exactly 1 or 257, so 8-bit output is round(clamp(x)).
+            let k = max / 255.0;
+            for (o, &x) in out.iter_mut().zip(map) {
+                let v = if x.is_nan() {
+                    0.0
+                } else {
+                    f64::from(x).clamp(0.0, 255.0)
+                };
+                *o = quantize(v * k);
+            }
+            MapRange { lo: 0.0, hi: 255.0 }
+        }
+        Normalize::Abs => {
+            let hi = map
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold(0.0f32, |m, x| m.max(x.abs()));
+            let hi64 = f64::from(hi);
+            for (o, &x) in out.iter_mut().zip(map) {
+                *o = if x.is_finite() {
+                    if hi > 0.0 {
+                        quantize(f64::from(x.abs()) / hi64 * max)
+                    } else {
+                        0
+                    }
+                } else if x.is_infinite() {
+                    depth.max_value()
+                } else {
+                    0
+                };
+            }
+            MapRange { lo: 0.0, hi }
+        }
+    }
+}
+
+/// Encodes planes (each `h * w` floats, all the same size) as one PNG:
+/// 1 plane → grayscale (L8/L16), 3 planes → RGB (RGB8/RGB16), each plane
+/// normalised independently with `mode`. Returns the PNG bytes and the
+/// per-plane ranges.
+///
+/// # Errors
+///
+/// [`CodecError::Empty`] if `h` or `w` is 0; [`CodecError::TooLarge`] if a
+/// side exceeds the PNG limit of 2^31 - 1; [`CodecError::Encode`] if the
+/// plane count is not 1 or 3, a plane has the wrong length, or the PNG
+/// encoder fails.
+pub fn encode_png(
+    planes: &[&[f32]],
+    h: usize,
+    w: usize,
+    mode: Normalize,
+    depth: BitDepth,
+    speed: PngSpeed,
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    let (pw, ph) = png_dims(w, h)?;
+    let hw = h * w;
+    check_lengths(planes, hw)?;
+    let color = match (planes.len(), depth) {
+        (1, BitDepth::Eight) => ExtendedColorType::L8,
+        (1, BitDepth::Sixteen) => ExtendedColorType::L16,
+        (3, BitDepth::Eight) => ExtendedColorType::Rgb8,
+        (3, BitDepth::Sixteen) => ExtendedColorType::Rgb16,
+        (k, _) => {
+            return Err(CodecError::Encode(format!(
+                "expected 1 or 3 planes, got {k}"
+            )))
+        }
+    };
+    let mut norm = vec![0u16; planes.len() * hw];
+    let ranges = planes
+        .iter()
+        .zip(norm.chunks_exact_mut(hw))
+        .map(|(p, o)| normalize_map(p, mode, depth, o))
+        .collect();
+    let bytes = interleave(&norm, planes.len(), depth);
+    Ok((write_png(&bytes, pw, ph, color, speed)?, ranges))
+}
+
+/// Encodes an `n`×`c` grid of maps as one grayscale PNG montage.
+///
+/// `maps[i*c + j]` is batch item `i`, channel `j`, each `h * w` floats. Rows
+/// of tiles are batch items, columns are channels; each map is normalised on
+/// its own. Tiles are separated by [`MONTAGE_GAP`] pixels of mid-grey (128 at
+/// 8 bit, 32768 at 16 bit) so that black maps stay visible. The image is
+/// `(n*h + (n-1)*gap)` rows × `(c*w + (c-1)*gap)` columns. Returns the PNG
+/// bytes and the ranges in map order.
+///
+/// # Errors
+///
+/// [`CodecError::Empty`] if any of `n`, `c`, `h`, `w` is 0;
+/// [`CodecError::TooLarge`] if the montage exceeds the PNG size limit;
+/// [`CodecError::Encode`] if `maps.len() != n*c`, a map has the wrong length,
+/// or the PNG encoder fails.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_montage(
+    maps: &[&[f32]],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    mode: Normalize,
+    depth: BitDepth,
+    speed: PngSpeed,
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    check_grid(maps, n, c, h, w)?;
+    let gap = MONTAGE_GAP;
+    let side = |count: usize, len: usize| {
+        count
+            .checked_mul(len + gap)
+            .map(|t| t - gap)
+            .unwrap_or(usize::MAX)
+    };
+    let (big_h, big_w) = (side(n, h), side(c, w));
+    let (pw, ph) = png_dims(big_w, big_h)?;
+    let total = big_h
+        .checked_mul(big_w)
+        .ok_or_else(|| CodecError::Encode(format!("montage {big_h}x{big_w} overflows")))?;
+    let grey = depth.max_value() / 2 + 1;
+    let mut out = vec![grey; total];
+    // One band of `h + gap` rows per batch item; the last band has no gap.
+    let ranges: Vec<Vec<MapRange>> = out
+        .par_chunks_mut((h + gap) * big_w)
+        .enumerate()
+        .map(|(i, band)| {
+            let mut tile = vec![0u16; h * w];
+            (0..c)
+                .map(|j| {
+                    let r = normalize_map(maps[i * c + j], mode, depth, &mut tile);
+                    for (y, row) in tile.chunks_exact(w).enumerate() {
+                        let at = y * big_w + j * (w + gap);
+                        band[at..at + w].copy_from_slice(row);
+                    }
+                    r
+                })
+                .collect()
+        })
+        .collect();
+    let color = match depth {
+        BitDepth::Eight => ExtendedColorType::L8,
+        BitDepth::Sixteen => ExtendedColorType::L16,
+    };
+    let bytes = interleave(&out, 1, depth);
+    let png = write_png(&bytes, pw, ph, color, speed)?;
+    Ok((png, ranges.into_iter().flatten().collect()))
+}
+
+/// Minimum and maximum of the finite values, `None` if there are none.
+fn finite_min_max(map: &[f32]) -> Option<(f32, f32)> {
+    map.iter()
+        .filter(|x| x.is_finite())
+        .fold(None, |acc, &x| match acc {
+            None => Some((x, x)),
+            Some((lo, hi)) => Some((lo.min(x), hi.max(x))),
+        })
+}
+/// Validates PNG side lengths and converts them to `(width, height)` as `u32`.
+fn png_dims(w: usize, h: usize) -> Result<(u32, u32), CodecError> {
+    if w == 0 || h == 0 {
+        return Err(CodecError::Empty);
+    }
+    for (what, v) in [("png_width", w), ("png_height", h)] {
+        if v > PNG_MAX_DIM {
+            return Err(CodecError::TooLarge {
+                what,
+                limit: PNG_MAX_DIM as u64,
+                actual: v as u64,
+            });
+        }
+    }
+    let to_u32 = |v: usize| u32::try_from(v).map_err(|e| CodecError::Encode(e.to_string()));
+    Ok((to_u32(w)?, to_u32(h)?))
+}
+
+/// Checks that every plane has exactly `hw` values.
+fn check_lengths(planes: &[&[f32]], hw: usize) -> Result<(), CodecError> {
+    match planes.iter().position(|p| p.len() != hw) {
+        Some(k) => Err(CodecError::Encode(format!(
+            "map {k} has {} values, expected {hw}",
+            planes[k].len()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Validates an `n`×`c` grid of `h`×`w` maps.
+fn check_grid(maps: &[&[f32]], n: usize, c: usize, h: usize, w: usize) -> Result<(), CodecError> {
+    if n == 0 || c == 0 || h == 0 || w == 0 {
+        return Err(CodecError::Empty);
+    }
+    if n.checked_mul(c) != Some(maps.len()) {
+        return Err(CodecError::Encode(format!(
+            "expected {n}x{c} maps, got {}",
+            maps.len()
+        )));
+    }
+    let hw = h
+        .checked_mul(w)
+        .ok_or_else(|| CodecError::Encode(format!("map size {h}x{w} overflows")))?;
+    check_lengths(maps, hw)
+}
+
+/// Packs `k` planes of normalised pixels (CHW) into interleaved sample bytes
+/// as `ImageEncoder::write_image` expects: `u8` at 8 bit, native-endian `u16`
+/// at 16 bit.
+fn interleave(norm: &[u16], k: usize, depth: BitDepth) -> Vec<u8> {
+    let hw = norm.len() / k;
+    let pixel = |i: usize| (0..k).map(move |c| norm[c * hw + i]);
+    match depth {
+        // Values are <= 255 at 8 bit, so the narrowing is lossless.
+        BitDepth::Eight if k == 1 => norm.iter().map(|&v| v as u8).collect(),
+        BitDepth::Eight => (0..hw).flat_map(pixel).map(|v| v as u8).collect(),
+        BitDepth::Sixteen if k == 1 => norm.iter().flat_map(|v| v.to_ne_bytes()).collect(),
+        BitDepth::Sixteen => (0..hw).flat_map(pixel).flat_map(u16::to_ne_bytes).collect(),
+    }
+}
+
+/// Runs the PNG encoder over interleaved sample bytes.
+fn write_png(
+    bytes: &[u8],
+    w: u32,
+    h: u32,
+    color: ExtendedColorType,
+    speed: PngSpeed,
+) -> Result<Vec<u8>, CodecError> {
+    let compression = match speed {
+        PngSpeed::Fast => CompressionType::Fast,
+        PngSpeed::Small => CompressionType::Best,
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 4 + 256);
+    PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
+        .write_image(bytes, w, h, color)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(map: &[f32], mode: Normalize, depth: BitDepth) -> (Vec<u16>, MapRange) {
+        let mut out = vec![0u16; map.len()];
+        let r = normalize_map(map, mode, depth, &mut out);
+        (out, r)
+    }
+
+    #[test]
+    fn minmax_maps_min_to_zero_and_max_to_full_scale() {
+        let (p, r) = norm(&[-1.0, 0.0, 1.0, 0.5], Normalize::Minmax, BitDepth::Eight);
+        assert_eq!(p, [0, 128, 255, 191]);
+        assert_eq!(r, MapRange { lo: -1.0, hi: 1.0 });
+        let (p, _) = norm(&[-1.0, 0.0, 1.0], Normalize::Minmax, BitDepth::Sixteen);
+        assert_eq!(p, [0, 32768, 65535]);
+    }
+
+    #[test]
+    fn constant_map_normalises_to_zero_with_degenerate_range() {
+        for mode in [Normalize::Minmax, Normalize::Abs] {
+            let (p, _) = norm(&[0.0; 4], mode, BitDepth::Eight);
+            assert_eq!(p, [0; 4]);
+        }
+        let (p, r) = norm(&[3.5; 3], Normalize::Minmax, BitDepth::Sixteen);
+        assert_eq!(p, [0; 3]);
+        assert_eq!(r, MapRange { lo: 3.5, hi: 3.5 });
+    }
+
+    #[test]
+    fn clamp_rounds_and_saturates_at_eight_and_sixteen_bit() {
+        let map = [-5.0, 0.4, 2.5, 254.6, 300.0];
+        let (p, r) = norm(&map, Normalize::Clamp, BitDepth::Eight);
+        assert_eq!(p, [0, 0, 3, 255, 255]);
+        assert_eq!(r, MapRange { lo: 0.0, hi: 255.0 });
+        let (p, _) = norm(
+            &[1.0, 128.0, 255.0, 1000.0],
+            Normalize::Clamp,
+            BitDepth::Sixteen,
+        );
+        assert_eq!(p, [257, 32896, 65535, 65535]);
+    }
+
+    #[test]
+    fn abs_uses_the_largest_magnitude_as_full_scale() {
+        let (p, r) = norm(&[-4.0, 2.0, 0.0, 1.0], Normalize::Abs, BitDepth::Eight);
+        assert_eq!(p, [255, 128, 0, 64]);
+        assert_eq!(r, MapRange { lo: 0.0, hi: 4.0 });
+    }
+
+    #[test]
+    fn non_finite_values_never_panic_and_saturate() {
+        let map = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0, 3.0];
+        let (p, r) = norm(&map, Normalize::Minmax, BitDepth::Eight);
+        assert_eq!(p, [0, 255, 0, 0, 255]);
+        assert_eq!(r, MapRange { lo: 1.0, hi: 3.0 });
+        let (p, _) = norm(&map, Normalize::Clamp, BitDepth::Eight);
+        assert_eq!(p, [0, 255, 0, 1, 3]);
+        let (p, r) = norm(&map, Normalize::Abs, BitDepth::Eight);
+        assert_eq!(p, [0, 255, 255, 85, 255]);
+        assert_eq!(r.hi, 3.0);
+        let (p, r) = norm(&[f32::NAN; 3], Normalize::Minmax, BitDepth::Sixteen);
+        assert_eq!((p, r), (vec![0; 3], MapRange { lo: 0.0, hi: 0.0 }));
+    }
+
+    #[test]
+    fn extreme_finite_ranges_do_not_overflow() {
+        let (p, _) = norm(
+            &[-f32::MAX, 0.0, f32::MAX],
+            Normalize::Minmax,
+            BitDepth::Eight,
+        );
+        assert_eq!(p, [0, 128, 255]);
+    }
+
+    #[test]
+    fn gray_png_round_trips_at_eight_bit() {
+        let map: Vec<f32> = (0..6).map(|v| v as f32 * 51.0).collect();
+        let (png, ranges) = encode_png(
+            &[&map],
+            2,
+            3,
+            Normalize::Clamp,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        assert_eq!(ranges, [MapRange { lo: 0.0, hi: 255.0 }]);
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!(img.color(), image::ColorType::L8);
+        assert_eq!((img.width(), img.height()), (3, 2));
+        assert_eq!(img.into_luma8().into_raw(), [0, 51, 102, 153, 204, 255]);
+    }
+
+    #[test]
+    fn gray_png_round_trips_at_sixteen_bit_with_correct_byte_order() {
+        let map = [0.0f32, 1.0, 256.0, 65535.0];
+        let (png, _) = encode_png(
+            &[&map],
+            1,
+            4,
+            Normalize::Minmax,
+            BitDepth::Sixteen,
+            PngSpeed::Small,
+        )
+        .unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!(img.color(), image::ColorType::L16);
+        assert_eq!(img.into_luma16().into_raw(), [0, 1, 256, 65535]);
+    }
+
+    #[test]
+    fn rgb_png_normalises_each_channel_independently() {
+        let r = [0.0f32, 10.0];
+        let g = [-1.0f32, 1.0];
+        let b = [5.0f32, 5.0];
+        let (png, ranges) = encode_png(
+            &[&r, &g, &b],
+            1,
+            2,
+            Normalize::Minmax,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges[1], MapRange { lo: -1.0, hi: 1.0 });
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!(img.color(), image::ColorType::Rgb8);
+        assert_eq!(img.into_rgb8().into_raw(), [0, 0, 0, 255, 255, 0]);
+
+        let (png, _) = encode_png(
+            &[&r, &g, &b],
+            1,
+            2,
+            Normalize::Minmax,
+            BitDepth::Sixteen,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!(img.into_rgb16().into_raw(), [0, 0, 0, 65535, 65535, 0]);
+    }
+
+    #[test]
+    fn encode_png_rejects_bad_shapes() {
+        let m = [0.0f32; 4];
+        let e = |r| matches!(r, Err(CodecError::Encode(_)));
+        let enc = |planes: &[&[f32]], h, w| {
+            encode_png(
+                planes,
+                h,
+                w,
+                Normalize::Minmax,
+                BitDepth::Eight,
+                PngSpeed::Fast,
+            )
+        };
+        assert!(e(enc(&[&m, &m], 2, 2)));
+        assert!(e(enc(&[&m], 3, 2)));
+        assert!(matches!(enc(&[&m], 0, 4), Err(CodecError::Empty)));
+    }
+
+    #[test]
+    fn montage_has_grid_dimensions_and_mid_grey_gaps() {
+        let (n, c, h, w) = (2usize, 3usize, 2usize, 5usize);
+        let maps: Vec<Vec<f32>> = (0..n * c)
+            .map(|k| (0..h * w).map(|v| (v + k) as f32).collect())
+            .collect();
+        let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+        let (png, ranges) = encode_montage(
+            &refs,
+            n,
+            c,
+            h,
+            w,
+            Normalize::Minmax,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        assert_eq!(ranges.len(), n * c);
+        assert_eq!(ranges[4], MapRange { lo: 4.0, hi: 13.0 });
+        let img = image::load_from_memory(&png).unwrap().into_luma8();
+        let g = MONTAGE_GAP as u32;
+        assert_eq!(img.dimensions(), (3 * 5 + 2 * g, 2 * 2 + g));
+        // Tile (1, 2) starts at x = 2*(w+gap), y = h+gap: its min is 0, max 255.
+        let (x0, y0) = (2 * (5 + g), 2 + g);
+        assert_eq!(img.get_pixel(x0, y0).0, [0]);
+        assert_eq!(img.get_pixel(x0 + 4, y0 + 1).0, [255]);
+        // Gap column after the first tile and gap row after the first band.
+        assert_eq!(img.get_pixel(5, 0).0, [128]);
+        assert_eq!(img.get_pixel(0, 2).0, [128]);
+        assert_eq!(img.get_pixel(5 + g - 1, 2 + g - 1).0, [128]);
+
+        let (png, _) = encode_montage(
+            &refs,
+            n,
+            c,
+            h,
+            w,
+            Normalize::Minmax,
+            BitDepth::Sixteen,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        let img = image::load_from_memory(&png).unwrap().into_luma16();
+        assert_eq!(img.get_pixel(5, 0).0, [32768]);
+        assert_eq!(img.get_pixel(x0 + 4, y0 + 1).0, [65535]);
+    }
+
+    #[test]
+    fn single_tile_montage_has_no_gap() {
+        let m = [1.0f32, 2.0];
+        let (png, _) = encode_montage(
+            &[&m],
+            1,
+            1,
+            1,
+            2,
+            Normalize::Abs,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        let img = image::load_from_memory(&png).unwrap().into_luma8();
+        assert_eq!(img.into_raw(), [128, 255]);
+    }
+
+    #[test]
+    fn montage_rejects_a_wrong_map_count() {
+        let m = [0.0f32; 4];
+        let r = encode_montage(
+            &[&m],
+            1,
+            2,
+            2,
+            2,
+            Normalize::Minmax,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        );
+        assert!(matches!(r, Err(CodecError::Encode(_))));
+    }
+}

@@ -1,0 +1,193 @@
+//! ZIP export of a grid of float maps: one grayscale PNG per map plus a JSON
+//! manifest describing how each map's pixels relate to its float values.
+
+use std::io::{Cursor, Write};
+
+use rayon::prelude::*;
+use zip::write::SimpleFileOptions;
+use zip::{CompressionMethod, ZipWriter};
+
+use super::super::CodecError;
+use super::{check_grid, encode_png, BitDepth, Normalize, PngSpeed};
+
+/// Encodes an `n`×`c` grid of maps as a ZIP archive.
+///
+/// The archive holds one grayscale PNG per map named `n{i}_c{j}.png` (stored
+/// uncompressed, PNG is already compressed) plus a deflated `manifest.json`:
+/// `manifest` with an added member `"maps"`, an array in map order of
+/// `{"name", "n", "c", "min", "max", "range": {"lo", "hi"}, "normalize"}`
+/// where `min`/`max` are the map's actual float extremes ignoring NaN (JSON
+/// `null` when infinite or when the map is all NaN). A `null` manifest is
+/// treated as `{}`.
+///
+/// # Errors
+///
+/// As [`encode_montage`](super::encode_montage), plus [`CodecError::Encode`] if `manifest` is neither
+/// an object nor `null`, or the ZIP writer fails.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_zip(
+    maps: &[&[f32]],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    mode: Normalize,
+    depth: BitDepth,
+    speed: PngSpeed,
+    manifest: serde_json::Value,
+) -> Result<Vec<u8>, CodecError> {
+    check_grid(maps, n, c, h, w)?;
+    let mut manifest = match manifest {
+        serde_json::Value::Null => serde_json::Map::new(),
+        serde_json::Value::Object(m) => m,
+        other => {
+            return Err(CodecError::Encode(format!(
+                "manifest must be a JSON object, got {other}"
+            )))
+        }
+    };
+    let pngs = maps
+        .par_iter()
+        .map(|m| encode_png(&[m], h, w, mode, depth, speed))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let zip_err = |e: zip::result::ZipError| CodecError::Encode(format!("zip: {e}"));
+    let io_err = |e: std::io::Error| CodecError::Encode(format!("zip: {e}"));
+    let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
+    let mut entries = Vec::with_capacity(maps.len());
+    for (k, (map, (png, ranges))) in maps.iter().zip(&pngs).enumerate() {
+        let (i, j) = (k / c, k % c);
+        let name = format!("n{i}_c{j}.png");
+        let opts = SimpleFileOptions::default()
+            .compression_method(CompressionMethod::Stored)
+            .large_file(png.len() as u64 >= u64::from(u32::MAX));
+        zip.start_file(name.as_str(), opts).map_err(zip_err)?;
+        zip.write_all(png).map_err(io_err)?;
+        let (min, max) = non_nan_min_max(map);
+        entries.push(serde_json::json!({
+            "name": name,
+            "n": i,
+            "c": j,
+            "min": f32_json(min),
+            "max": f32_json(max),
+            "range": { "lo": f32_json(ranges[0].lo), "hi": f32_json(ranges[0].hi) },
+            "normalize": mode,
+        }));
+    }
+    manifest.insert("maps".into(), serde_json::Value::Array(entries));
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| CodecError::Encode(format!("manifest: {e}")))?;
+    let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
+    zip.start_file("manifest.json", opts).map_err(zip_err)?;
+    zip.write_all(&json).map_err(io_err)?;
+    Ok(zip.finish().map_err(zip_err)?.into_inner())
+}
+
+/// Minimum and maximum ignoring NaN (infinities included); NaN if none.
+fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
+    // f32::min/max return the non-NaN operand, so NaN only survives if every
+    // value is NaN.
+    map.iter()
+        .fold((f32::NAN, f32::NAN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// JSON number for finite values, `null` otherwise.
+///
+/// Goes through the shortest `f32` decimal so that e.g. `0.1f32` is written
+/// as `0.1` rather than its widened `f64` value `0.10000000149011612`.
+fn f32_json(x: f32) -> serde_json::Value {
+    x.to_string()
+        .parse::<f64>()
+        .ok()
+        .and_then(serde_json::Number::from_f64)
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn zip_holds_one_png_per_map_and_a_manifest() {
+        let maps: Vec<Vec<f32>> = vec![
+            vec![0.0, 1.0, 2.0, 3.0],
+            vec![-0.1, 0.1, f32::NAN, 0.0],
+            vec![5.0; 4],
+            vec![0.0, 0.0, 0.0, f32::INFINITY],
+        ];
+        let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+        let manifest = serde_json::json!({ "shape": [2, 2, 2, 2] });
+        let bytes = encode_zip(
+            &refs,
+            2,
+            2,
+            2,
+            2,
+            Normalize::Minmax,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+            manifest,
+        )
+        .unwrap();
+        let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+        let names: Vec<&str> = zip.file_names().collect();
+        for want in [
+            "n0_c0.png",
+            "n0_c1.png",
+            "n1_c0.png",
+            "n1_c1.png",
+            "manifest.json",
+        ] {
+            assert!(names.contains(&want), "{want} missing from {names:?}");
+        }
+        assert_eq!(zip.len(), 5);
+
+        let mut png = Vec::new();
+        let mut f = zip.by_name("n0_c0.png").unwrap();
+        assert_eq!(f.compression(), CompressionMethod::Stored);
+        f.read_to_end(&mut png).unwrap();
+        drop(f);
+        let img = image::load_from_memory(&png).unwrap().into_luma8();
+        assert_eq!(img.into_raw(), [0, 85, 170, 255]);
+
+        let mut text = String::new();
+        let mut f = zip.by_name("manifest.json").unwrap();
+        assert_eq!(f.compression(), CompressionMethod::Deflated);
+        f.read_to_string(&mut text).unwrap();
+        let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(m["shape"], serde_json::json!([2, 2, 2, 2]));
+        let entries = m["maps"].as_array().unwrap();
+        assert_eq!(entries.len(), 4);
+        assert_eq!(
+            entries[1],
+            serde_json::json!({
+                "name": "n0_c1.png", "n": 0, "c": 1, "min": -0.1, "max": 0.1,
+                "range": { "lo": -0.1, "hi": 0.1 }, "normalize": "minmax"
+            })
+        );
+        assert_eq!(
+            entries[2]["range"],
+            serde_json::json!({ "lo": 5.0, "hi": 5.0 })
+        );
+        assert_eq!(entries[3]["max"], serde_json::Value::Null);
+        assert_eq!(entries[3]["name"], "n1_c1.png");
+    }
+
+    #[test]
+    fn zip_rejects_a_non_object_manifest() {
+        let m = [0.0f32];
+        let r = encode_zip(
+            &[&m],
+            1,
+            1,
+            1,
+            1,
+            Normalize::Abs,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+            serde_json::json!([1]),
+        );
+        assert!(matches!(r, Err(CodecError::Encode(_))));
+    }
+}

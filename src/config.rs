@@ -1,0 +1,306 @@
+//! Settings: `config/default.toml` (embedded) → optional file → `CONVD_*` env → CLI flags.
+//!
+//! The CLI is generated from the default file itself: every key `name` becomes a flag
+//! `--name` with env `CONVD_NAME`, so a setting can never be added without its overrides.
+//! Raw values are merged as TOML, then deserialized once into typed, validated [`Settings`].
+
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde::Deserialize;
+use toml::{Table, Value};
+
+/// The defaults, compiled in so that the binary runs with no files around it.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// All settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Listening and logging.
+    pub server: ServerSettings,
+    /// The compute pool.
+    pub compute: ComputeSettings,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// `host:port`.
+    pub bind: String,
+    /// EnvFilter directive.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// Grace period for in-flight requests at shutdown, seconds.
+    pub shutdown_grace_secs: u64,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[compute]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputeSettings {
+    /// Rayon threads; 0 = available parallelism.
+    pub threads: usize,
+    /// Jobs running at once; 0 = `threads`.
+    pub max_running_jobs: usize,
+    /// Jobs waiting beyond the running ones.
+    pub queue_depth: usize,
+    /// Per-request deadline, milliseconds.
+    pub deadline_ms: u64,
+    /// Retry-After seconds on overload.
+    pub retry_after_secs: u64,
+}
+
+impl ComputeSettings {
+    /// Threads with 0 resolved to the number of cores.
+    pub fn resolved_threads(&self) -> usize {
+        if self.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.threads
+        }
+    }
+
+    /// Running jobs with 0 resolved to the thread count.
+    pub fn resolved_running_jobs(&self) -> usize {
+        if self.max_running_jobs == 0 {
+            self.resolved_threads()
+        } else {
+            self.max_running_jobs
+        }
+    }
+
+    /// The deadline as a duration.
+    pub fn deadline(&self) -> Duration {
+        Duration::from_millis(self.deadline_ms)
+    }
+}
+
+/// `[limits]`: every check runs before allocation or queueing.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Request body bytes.
+    pub max_body_bytes: u64,
+    /// Numbers in one input tensor.
+    pub max_tensor_elements: u64,
+    /// Elements of any layer's output.
+    pub max_output_elements: u64,
+    /// Total multiply-accumulates per request.
+    pub max_macs: u64,
+    /// Kernel height or width.
+    pub max_kernel_side: u64,
+    /// Channels in or out of a layer.
+    pub max_channels: u64,
+    /// Layers in a stack.
+    pub max_layers: u64,
+    /// Image parts per request.
+    pub max_images: u64,
+    /// Pixels per image.
+    pub max_image_pixels: u64,
+    /// Image width or height.
+    pub max_image_side: u32,
+}
+
+/// Errors while loading settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// Path given.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML syntax or a value of the wrong type.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Settings from the embedded defaults only (tests start from these).
+pub fn defaults() -> Settings {
+    load_from(Table::new(), None).expect("embedded defaults are valid")
+}
+
+fn default_table() -> Table {
+    DEFAULT_TOML.parse().expect("embedded default.toml parses")
+}
+
+/// The command line: `convd [--config FILE] [--<key> VALUE]...`, one flag per setting.
+pub fn command() -> Command {
+    let mut cmd = Command::new("convd")
+        .about("HTTP microservice for exact, fast 2-D convolution on images and tensors")
+        .version(env!("CARGO_PKG_VERSION"))
+        .arg(
+            Arg::new("config")
+                .long("config")
+                .env("CONVD_CONFIG")
+                .help("TOML file overriding config/default.toml"),
+        )
+        .subcommand(Command::new("healthcheck").about(
+            "GET /healthz on the configured port of localhost; exit 0 if healthy (for container HEALTHCHECK)",
+        ));
+    for (section, table) in default_table() {
+        let Value::Table(table) = table else { continue };
+        for (key, value) in table {
+            cmd = cmd.arg(
+                Arg::new(key.clone())
+                    .long(key.replace('_', "-"))
+                    .env(format!("CONVD_{}", key.to_ascii_uppercase()))
+                    .action(ArgAction::Set)
+                    .help(format!("[{section}] {key} (default {value})")),
+            );
+        }
+    }
+    cmd
+}
+
+/// Loads settings from parsed command-line matches (which include the environment).
+///
+/// # Errors
+/// Unreadable file, bad TOML, or a value of the wrong type.
+pub fn load(matches: &ArgMatches) -> Result<Settings, ConfigError> {
+    let mut overrides = Table::new();
+    let defaults = default_table();
+    for (section, table) in &defaults {
+        let Value::Table(table) = table else { continue };
+        for (key, default) in table {
+            if let Some(raw) = matches.get_one::<String>(key) {
+                let v = typed_value(raw, default).map_err(|e| {
+                    ConfigError::Invalid(format!("{key} (CONVD_{}): {e}", key.to_ascii_uppercase()))
+                })?;
+                section_mut(&mut overrides, section).insert(key.clone(), v);
+            }
+        }
+    }
+    let file = matches.get_one::<String>("config").cloned();
+    load_from(overrides, file.as_deref())
+}
+
+fn section_mut<'a>(t: &'a mut Table, section: &str) -> &'a mut Table {
+    let entry = t
+        .entry(section.to_string())
+        .or_insert_with(|| Value::Table(Table::new()));
+    match entry {
+        Value::Table(t) => t,
+        _ => unreachable!("sections are tables"),
+    }
+}
+
+fn typed_value(raw: &str, default: &Value) -> Result<Value, String> {
+    Ok(match default {
+        Value::Integer(_) => Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not an integer"))?,
+        ),
+        Value::Boolean(_) => Value::Boolean(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not true/false"))?,
+        ),
+        Value::Float(_) => Value::Float(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not a number"))?,
+        ),
+        _ => Value::String(raw.to_string()),
+    })
+}
+
+fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+fn load_from(overrides: Table, file: Option<&str>) -> Result<Settings, ConfigError> {
+    let mut table = default_table();
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        let t: Table = text
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("{path}: {e}")))?;
+        merge(&mut table, t);
+    }
+    merge(&mut table, overrides);
+    let settings: Settings = Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+    settings.bind_is_valid()?;
+    Ok(settings)
+}
+
+impl Settings {
+    fn bind_is_valid(&self) -> Result<(), ConfigError> {
+        if !self.server.bind.contains(':') {
+            return Err(ConfigError::Invalid(format!(
+                "bind `{}` must be host:port",
+                self.server.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_listen_on_8080() {
+        let s = defaults();
+        assert_eq!(s.server.bind, "0.0.0.0:8080");
+        assert!(s.limits.max_body_bytes > 0);
+    }
+
+    #[test]
+    fn every_key_has_a_flag_and_an_env_variable() {
+        let m = command()
+            .try_get_matches_from([
+                "convd",
+                "--bind",
+                "127.0.0.1:9",
+                "--max-macs",
+                "5",
+                "--threads",
+                "3",
+            ])
+            .unwrap();
+        let s = load(&m).unwrap();
+        assert_eq!(s.server.bind, "127.0.0.1:9");
+        assert_eq!(s.limits.max_macs, 5);
+        assert_eq!(s.compute.threads, 3);
+    }
+
+    #[test]
+    fn a_non_integer_override_is_refused() {
+        let m = command()
+            .try_get_matches_from(["convd", "--threads", "many"])
+            .unwrap();
+        assert!(load(&m).is_err());
+    }
+}

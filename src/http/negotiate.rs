@@ -1,0 +1,142 @@
+//! Content negotiation and small response helpers shared by the handlers.
+
+use std::time::Instant;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+
+use crate::error::ApiError;
+
+/// Picks the response media type from `Accept` among `offered` (first = default).
+///
+/// Honours q-values and `type/*`, `*/*`; no `Accept` header means the default.
+///
+/// # Errors
+/// 406 when `Accept` admits none of `offered`.
+pub fn negotiate(
+    headers: &HeaderMap,
+    offered: &[&'static str],
+) -> Result<Option<&'static str>, ApiError> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let mut best: Option<(f32, usize, &'static str)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+            })
+            .next()
+            .unwrap_or(1.0);
+        if q <= 0.0 || media.is_empty() {
+            continue;
+        }
+        for (rank, &o) in offered.iter().enumerate() {
+            let matches = media == o
+                || media == "*/*"
+                || media
+                    .strip_suffix("/*")
+                    .is_some_and(|t| o.split('/').next() == Some(t));
+            // Exact matches beat wildcards at equal q; earlier offers win ties.
+            let specificity = if media == o { 0 } else { 1 };
+            if matches {
+                let key = (q, specificity * offered.len() + rank, o);
+                if best.is_none_or(|b| key.0 > b.0 || (key.0 == b.0 && key.1 < b.1)) {
+                    best = Some(key);
+                }
+            }
+        }
+    }
+    match best {
+        Some((_, _, o)) => Ok(Some(o)),
+        None => Err(ApiError::new(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "not-acceptable",
+            format!("Accept `{accept}` admits none of: {}", offered.join(", ")),
+        )
+        .at("/headers/accept")),
+    }
+}
+
+/// The media type of a request without parameters, lower-cased.
+pub fn content_type(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+}
+
+/// Collects `Server-Timing` stages (`name;dur=ms`).
+#[derive(Debug, Default, Clone)]
+pub struct Timings(Vec<(&'static str, f64)>);
+
+impl Timings {
+    /// Records a stage that started at `since`.
+    pub fn record(&mut self, stage: &'static str, since: Instant) {
+        self.0.push((stage, since.elapsed().as_secs_f64() * 1e3));
+    }
+
+    /// Runs `f` and records it as `stage`.
+    pub fn time<T>(&mut self, stage: &'static str, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let out = f();
+        self.record(stage, t);
+        out
+    }
+
+    /// The header value, e.g. `parse;dur=0.12, conv;dur=3.40`.
+    pub fn header(&self) -> HeaderValue {
+        let s = self
+            .0
+            .iter()
+            .map(|(n, d)| format!("{n};dur={d:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    const OFFERS: &[&str] = &["application/json", "application/x-npy"];
+
+    #[test]
+    fn no_accept_header_means_the_default() {
+        assert_eq!(negotiate(&HeaderMap::new(), OFFERS).unwrap(), None);
+    }
+
+    #[test]
+    fn an_exact_type_beats_a_wildcard() {
+        let h = accept("*/*;q=0.9, application/x-npy");
+        assert_eq!(negotiate(&h, OFFERS).unwrap(), Some("application/x-npy"));
+    }
+
+    #[test]
+    fn q_values_are_honoured() {
+        let h = accept("application/x-npy;q=0.2, application/json;q=0.8");
+        assert_eq!(negotiate(&h, OFFERS).unwrap(), Some("application/json"));
+    }
+
+    #[test]
+    fn nothing_acceptable_is_406() {
+        let e = negotiate(&accept("text/html"), OFFERS).unwrap_err();
+        assert_eq!(e.status.as_u16(), 406);
+    }
+}

@@ -1,0 +1,64 @@
+//! convd: an HTTP microservice that runs standard 2-D convolution (the deep-learning kind:
+//! cross-correlation, NCHW, float32, semantics of `torch.nn.functional.conv2d`) on tensors
+//! and images.
+//!
+//! # Layout
+//! - [`conv`]: the pure compute core (params, reference oracle, fast path, stacks, presets).
+//! - [`tensor`], [`npy`]: tensors from JSON and NumPy files.
+//! - [`codec`]: image decode (limits, colour → tensor) and encode (PNG, montage, zip).
+//! - [`worker`]: the [`ComputePool`](worker::ComputePool), the only place CPU work runs.
+//! - [`http`]: router, handlers, content negotiation, request specs.
+//! - [`error`]: the one error type, rendered as `application/problem+json`.
+//! - [`config`], [`telemetry`]: settings and logging.
+//!
+//! [`run`] serves a bound listener until a shutdown future resolves, so tests bind port 0.
+
+pub mod codec;
+pub mod config;
+pub mod conv;
+pub mod error;
+pub mod http;
+pub mod npy;
+pub mod telemetry;
+pub mod tensor;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::http::AppState;
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
+/// requests finish for up to `shutdown_grace_secs`.
+///
+/// # Errors
+/// If the compute pool cannot start or the listener fails.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let state = AppState::new(&settings).map_err(std::io::Error::other)?;
+    let flag = state.shutting_down.clone();
+    let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        flag.store(true, Ordering::Relaxed);
+        tracing::info!("shutdown: draining in-flight requests");
+        let _ = tx.send(());
+    };
+    let server = axum::serve(listener, http::app(state)).with_graceful_shutdown(signal);
+    let server = async { server.await };
+    tokio::select! {
+        r = server => r,
+        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping remaining requests");
+            Ok(())
+        }
+    }
+}

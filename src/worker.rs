@@ -1,0 +1,140 @@
+//! The compute gate: bounded admission, a bounded queue, a dedicated rayon pool, deadlines.
+//!
+//! Handlers never decode, convolve or encode on the async runtime. They hand a closure to
+//! [`ComputePool::run`], which
+//! 1. admits the job only if fewer than `running + queue_depth` jobs are admitted (else 503
+//!    with `Retry-After` at once: never an unbounded queue);
+//! 2. waits (asynchronously) for one of `running` slots: that wait is the queue;
+//! 3. runs the closure through `spawn_blocking` inside the dedicated rayon pool, carrying the
+//!    request's tracing span; the permits move into the blocking closure, so a slot is freed
+//!    only when the work really stops;
+//! 4. enforces the deadline: past it the caller gets 504 and the job's [`CancelToken`] fires,
+//!    which the compute loops poll between row bands. Dropping the future (the client went
+//!    away) fires the token too.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::config::ComputeSettings;
+use crate::conv::CancelToken;
+use crate::error::ApiError;
+
+/// Cancels its token when dropped: a request future dropped mid-flight stops its job.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The one place CPU work runs.
+#[derive(Clone)]
+pub struct ComputePool {
+    pool: Arc<rayon::ThreadPool>,
+    admitted: Arc<Semaphore>,
+    running: Arc<Semaphore>,
+    capacity: usize,
+    running_slots: usize,
+    deadline: Duration,
+    retry_after_secs: u64,
+}
+
+impl ComputePool {
+    /// Builds the rayon pool (`convd-compute-N` threads) and the semaphores.
+    ///
+    /// # Errors
+    /// If the threads cannot be spawned.
+    pub fn new(s: &ComputeSettings) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let threads = s.resolved_threads();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("convd-compute-{i}"))
+            .build()?;
+        let running = s.resolved_running_jobs().max(1);
+        let capacity = running + s.queue_depth;
+        Ok(Self {
+            pool: Arc::new(pool),
+            admitted: Arc::new(Semaphore::new(capacity)),
+            running: Arc::new(Semaphore::new(running)),
+            capacity,
+            running_slots: running,
+            deadline: s.deadline(),
+            retry_after_secs: s.retry_after_secs.max(1),
+        })
+    }
+
+    /// Threads in the rayon pool.
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Jobs admitted now (running or waiting).
+    pub fn admitted_jobs(&self) -> usize {
+        self.capacity - self.admitted.available_permits()
+    }
+
+    /// Jobs running now.
+    pub fn running_jobs(&self) -> usize {
+        self.running_slots - self.running.available_permits()
+    }
+
+    /// Whether another job would be admitted.
+    pub fn has_room(&self) -> bool {
+        self.admitted.available_permits() > 0
+    }
+
+    /// Runs `job` on the pool under admission control and the deadline.
+    ///
+    /// # Errors
+    /// 503 when full, 504 past the deadline, 500 if the job panicked, or the job's own error.
+    pub async fn run<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&CancelToken) -> Result<T, ApiError> + Send + 'static,
+    {
+        let admit = self
+            .admitted
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::overloaded(self.retry_after_secs))?;
+        let token = CancelToken::new();
+        let _cancel_on_drop = CancelOnDrop(token.clone());
+        let work = async {
+            let slot = self
+                .running
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(ApiError::internal)?;
+            let span = tracing::Span::current();
+            let pool = self.pool.clone();
+            let t = token.clone();
+            tokio::task::spawn_blocking(move || {
+                let _permits = (admit, slot);
+                let _entered = span.enter();
+                pool.install(|| job(&t))
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("compute job failed: {e}")))?
+        };
+        match tokio::time::timeout(self.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                token.cancel();
+                Err(ApiError::deadline(self.deadline.as_millis() as u64))
+            }
+        }
+    }
+}
+
+/// Error for a job that saw its token fire (its caller has already gone or timed out).
+pub fn cancelled() -> ApiError {
+    ApiError::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "cancelled",
+        "the computation was cancelled",
+    )
+}
