@@ -37,7 +37,27 @@ pub struct ServerSettings {
     pub log_format: LogFormat,
     /// Grace period for in-flight requests at shutdown, seconds.
     pub shutdown_grace_secs: u64,
+    /// Bearer keys accepted on the API; empty = no authentication.
+    pub api_keys: Vec<ApiKey>,
+    /// Whether `GET /metrics` needs a key too (when keys are configured).
+    pub metrics_require_key: bool,
+    /// Origins allowed by CORS: `["*"]` = any, `[]` = none, else exact origins.
+    pub cors_allow_origins: Vec<String>,
 }
+
+/// An API key. Its `Debug` form is redacted so that settings can be logged safely.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct ApiKey(pub String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+/// Shortest API key accepted: a guessable key is worse than none, since it looks safe.
+pub const MIN_API_KEY_LEN: usize = 16;
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -98,7 +118,7 @@ pub struct Limits {
     pub max_body_bytes: u64,
     /// Numbers in one input tensor.
     pub max_tensor_elements: u64,
-    /// Elements of any layer's output.
+    /// Elements of any layer's output or padded input.
     pub max_output_elements: u64,
     /// Total multiply-accumulates per request.
     pub max_macs: u64,
@@ -219,6 +239,15 @@ fn typed_value(raw: &str, default: &Value) -> Result<Value, String> {
                 .parse()
                 .map_err(|_| format!("`{raw}` is not a number"))?,
         ),
+        // Lists (`api_keys`, `cors_allow_origins`) come comma-separated from env and flags:
+        // `CONVD_API_KEYS=key1,key2`. Blank items are dropped, so `""` means an empty list.
+        Value::Array(_) => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
         _ => Value::String(raw.to_string()),
     })
 }
@@ -251,6 +280,8 @@ fn load_from(overrides: Table, file: Option<&str>) -> Result<Settings, ConfigErr
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
     settings.bind_is_valid()?;
+    settings.server.keys_are_valid()?;
+    settings.server.origins_are_valid()?;
     Ok(settings)
 }
 
@@ -261,6 +292,53 @@ impl Settings {
                 "bind `{}` must be host:port",
                 self.server.bind
             )));
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    /// Keys are bearer tokens (RFC 6750 `token68` characters) of at least
+    /// [`MIN_API_KEY_LEN`] characters, so that a typo like a quoted TOML list in an
+    /// environment variable is refused at start instead of becoming a key.
+    fn keys_are_valid(&self) -> Result<(), ConfigError> {
+        for (i, ApiKey(k)) in self.api_keys.iter().enumerate() {
+            let token68 = k
+                .trim_end_matches('=')
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+            if k.len() < MIN_API_KEY_LEN || !token68 {
+                return Err(ConfigError::Invalid(format!(
+                    "api_keys[{i}] must be at least {MIN_API_KEY_LEN} characters of A-Z a-z 0-9 - . _ ~ + / (then optional =)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `["*"]`, or origins `scheme://host[:port]` (no path, no trailing slash).
+    fn origins_are_valid(&self) -> Result<(), ConfigError> {
+        let o = &self.cors_allow_origins;
+        if o.iter().any(|x| x == "*") {
+            if o.len() > 1 {
+                return Err(ConfigError::Invalid(
+                    "cors_allow_origins: \"*\" must stand alone".into(),
+                ));
+            }
+            return Ok(());
+        }
+        for origin in o {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let ok = rest.is_some_and(|r| {
+                !r.is_empty() && !r.contains('/') && r.bytes().all(|b| b.is_ascii_graphic())
+            });
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "cors_allow_origins: `{origin}` is not an origin like https://example.com or http://localhost:3000"
+                )));
+            }
         }
         Ok(())
     }
@@ -294,6 +372,56 @@ mod tests {
         assert_eq!(s.server.bind, "127.0.0.1:9");
         assert_eq!(s.limits.max_macs, 5);
         assert_eq!(s.compute.threads, 3);
+    }
+
+    #[test]
+    fn list_settings_come_comma_separated_from_flags() {
+        let m = command()
+            .try_get_matches_from([
+                "convd",
+                "--api-keys",
+                "0123456789abcdef, fedcba9876543210,",
+                "--cors-allow-origins",
+                "https://a.example,http://localhost:3000",
+            ])
+            .unwrap();
+        let s = load(&m).unwrap();
+        assert_eq!(
+            s.server.api_keys,
+            [
+                ApiKey("0123456789abcdef".into()),
+                ApiKey("fedcba9876543210".into())
+            ]
+        );
+        assert_eq!(
+            s.server.cors_allow_origins,
+            ["https://a.example", "http://localhost:3000"]
+        );
+        assert!(!format!("{:?}", s.server).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn short_or_malformed_keys_and_origins_are_refused() {
+        for (flag, value) in [
+            ("--api-keys", "short"),
+            ("--api-keys", "[\"0123456789abcdef\"]"),
+            ("--cors-allow-origins", "example.com"),
+            ("--cors-allow-origins", "https://a.example/"),
+            ("--cors-allow-origins", "*,https://a.example"),
+        ] {
+            let m = command()
+                .try_get_matches_from(["convd", flag, value])
+                .unwrap();
+            assert!(load(&m).is_err(), "{flag} {value}");
+        }
+    }
+
+    #[test]
+    fn defaults_have_no_keys_and_allow_any_origin() {
+        let s = defaults();
+        assert!(s.server.api_keys.is_empty());
+        assert!(!s.server.metrics_require_key);
+        assert_eq!(s.server.cors_allow_origins, ["*"]);
     }
 
     #[test]

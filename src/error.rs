@@ -12,6 +12,11 @@ use serde_json::{json, Map, Value};
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The problem type slug of an error response, left in the response's extensions for
+/// the metrics middleware (rejections by reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProblemKind(pub &'static str);
+
 /// A refused or failed request.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -159,6 +164,7 @@ impl IntoResponse for ApiError {
         if let Some(s) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        res.extensions_mut().insert(ProblemKind(self.kind));
         res
     }
 }
@@ -189,7 +195,7 @@ pub fn json_pointer(path: &serde_path_to_error::Path) -> String {
 /// 400 `malformed-request` or 422 `invalid-spec`, with `pointer` set.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], base: &str) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let pointer = format!("{base}{}", json_pointer(e.path()));
         let inner = e.into_inner();
         let shown = if pointer.is_empty() { "/" } else { &pointer };
@@ -198,7 +204,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], base: &str) -> R
         } else {
             ApiError::bad_request(format!("malformed JSON: {inner}")).at(pointer)
         }
-    })
+    })?;
+    // Without this, `{...} garbage` would be accepted: one document, then only whitespace.
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")).at(base))?;
+    Ok(value)
 }
 
 /// Deserializes an already-parsed JSON value (small specs), with the same error mapping

@@ -9,7 +9,7 @@
 //! - [`worker`]: the [`ComputePool`](worker::ComputePool), the only place CPU work runs.
 //! - [`http`]: router, handlers, content negotiation, request specs.
 //! - [`error`]: the one error type, rendered as `application/problem+json`.
-//! - [`config`], [`telemetry`]: settings and logging.
+//! - [`config`], [`telemetry`]: settings and logging; [`metrics`]: the Prometheus registry.
 //!
 //! [`run`] serves a bound listener until a shutdown future resolves, so tests bind port 0.
 
@@ -18,6 +18,7 @@ pub mod config;
 pub mod conv;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod npy;
 pub mod telemetry;
 pub mod tensor;

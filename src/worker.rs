@@ -13,13 +13,14 @@
 //!    away) fires the token too.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
 use crate::config::ComputeSettings;
 use crate::conv::CancelToken;
 use crate::error::ApiError;
+use crate::metrics::{Metrics, PoolGauges};
 
 /// Cancels its token when dropped: a request future dropped mid-flight stops its job.
 struct CancelOnDrop(CancelToken);
@@ -40,6 +41,8 @@ pub struct ComputePool {
     running_slots: usize,
     deadline: Duration,
     retry_after_secs: u64,
+    /// Where the queue wait is recorded, if anywhere.
+    metrics: Option<Metrics>,
 }
 
 impl ComputePool {
@@ -63,7 +66,27 @@ impl ComputePool {
             running_slots: running,
             deadline: s.deadline(),
             retry_after_secs: s.retry_after_secs.max(1),
+            metrics: None,
         })
+    }
+
+    /// Records each job's queue wait (stage `queue_wait`) into `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Occupancy for the metrics gauges.
+    pub fn gauges(&self) -> PoolGauges {
+        let admitted = self.admitted_jobs();
+        let running = self.running_jobs();
+        PoolGauges {
+            queued: admitted.saturating_sub(running),
+            running,
+            queue_capacity: self.capacity - self.running_slots,
+            workers: self.running_slots,
+            threads: self.threads(),
+        }
     }
 
     /// Threads in the rayon pool.
@@ -103,12 +126,16 @@ impl ComputePool {
         let token = CancelToken::new();
         let _cancel_on_drop = CancelOnDrop(token.clone());
         let work = async {
+            let queued_at = Instant::now();
             let slot = self
                 .running
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(ApiError::internal)?;
+            if let Some(m) = &self.metrics {
+                m.stage("queue_wait", queued_at.elapsed().as_secs_f64());
+            }
             let span = tracing::Span::current();
             let pool = self.pool.clone();
             let t = token.clone();

@@ -2,27 +2,48 @@
 //!
 //! - [`params`]: validated parameters and the output-size rule ([`Conv2dGeometry`]).
 //! - [`reference`]: the naive oracle, kept forever.
-//! - [`direct`]: the serving implementation, parallel on the current rayon pool, proven
-//!   equal to the oracle by property tests.
+//! - [`fast`]: the serving implementation (register-blocked, SIMD-dispatched, parallel on
+//!   the current rayon pool), proven equal to the oracle by property tests.
 //! - [`stack`]: layers applied in order, receptive field, jump and MACs.
 //! - [`presets`]: named kernels (Sobel, Gaussian, …).
 //!
 //! All tensors are float32 NCHW: input `[n, c_in, h, w]`, weight
 //! `[c_out, c_in/groups, k_h, k_w]`, bias `[c_out]`, output `[n, c_out, out_h, out_w]`.
 
-pub mod direct;
+pub mod fast;
 pub mod params;
 pub mod presets;
 pub mod reference;
+pub mod separable;
 pub mod stack;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use direct::conv2d_direct;
+pub use fast::conv2d_fast;
 pub use params::{Activation, Conv2dGeometry, Conv2dParams, Padding, PaddingMode, SpecError};
 pub use reference::conv2d_reference;
 pub use stack::{plan_stack, receptive_fields, run_stack, Conv2dLayer, LayerError, ReceptiveField};
+
+/// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
+/// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, choosing the fastest exact path:
+/// two 1-D passes for separable kernels ([`separable`]), else the register-blocked direct
+/// kernel ([`fast`]). Runs on the current rayon pool.
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires.
+pub fn conv2d(
+    input: ndarray::ArrayView4<'_, f32>,
+    weight: ndarray::ArrayView4<'_, f32>,
+    bias: Option<ndarray::ArrayView1<'_, f32>>,
+    geom: &Conv2dGeometry,
+    cancel: &CancelToken,
+) -> Result<ndarray::Array4<f32>, Cancelled> {
+    match separable::plan(weight, geom) {
+        Some(p) => p.run(input, bias, cancel),
+        None => conv2d_fast(input, weight, bias, geom, cancel),
+    }
+}
 
 /// A flag the compute loops poll between row bands; set it to stop a computation early.
 ///

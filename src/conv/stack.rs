@@ -13,7 +13,7 @@
 use ndarray::{Array1, Array4, ArrayView4};
 
 use super::params::{Activation, Conv2dGeometry, Conv2dParams, SpecError};
-use super::{conv2d_direct, CancelToken, Cancelled};
+use super::{conv2d, CancelToken, Cancelled};
 
 /// One layer: its tensors and parameters.
 #[derive(Debug, Clone)]
@@ -106,7 +106,7 @@ pub fn run_stack(
     let mut current: Option<Array4<f32>> = None;
     for (layer, geom) in layers.iter().zip(geoms) {
         let x = current.as_ref().map_or(input.view(), |a| a.view());
-        let mut y = conv2d_direct(
+        let mut y = conv2d(
             x,
             layer.weight.view(),
             layer.bias.as_ref().map(|b| b.view()),

@@ -68,6 +68,8 @@ pub struct Reply {
     pub body: Vec<u8>,
     /// Additional headers (`Server-Timing`, `X-Conv-Shape`, …).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The stages, also handed to the metrics middleware as a response extension.
+    pub timings: Timings,
 }
 
 impl IntoResponse for Reply {
@@ -81,6 +83,7 @@ impl IntoResponse for Reply {
         for (k, v) in self.headers {
             h.insert(k, v);
         }
+        res.extensions_mut().insert(self.timings);
         res
     }
 }
@@ -213,6 +216,22 @@ pub fn check_limits(limits: &Limits, geoms: &[Conv2dGeometry]) -> Result<(), Api
                 limits.max_kernel_side,
                 side,
                 format!("{base}/weight"),
+            ));
+        }
+        // The compute reads the padded input (in bands, but a band spans the padded
+        // width), so padding is bounded like an output: a huge `padding`, or `"same"` with
+        // a huge dilation, must not turn into a huge allocation behind a tiny output.
+        let [top, bottom, left, right] = g.padding.map(|p| p as u64);
+        let padded = (g.n as u64)
+            .saturating_mul(g.c_in as u64)
+            .saturating_mul((g.h as u64).saturating_add(top).saturating_add(bottom))
+            .saturating_mul((g.w as u64).saturating_add(left).saturating_add(right));
+        if padded > limits.max_output_elements {
+            return Err(over(
+                "padded input elements",
+                limits.max_output_elements,
+                padded,
+                format!("{base}/padding"),
             ));
         }
         let channels = g.c_in.max(g.c_out) as u64;
@@ -385,6 +404,7 @@ pub fn tensor_reply(
         content_type,
         body,
         headers,
+        timings,
     })
 }
 

@@ -517,5 +517,6 @@ fn picture_reply(
         content_type,
         body,
         headers,
+        timings,
     })
 }

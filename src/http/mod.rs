@@ -1,32 +1,27 @@
-//! The HTTP surface: router, shared state, middleware. Handlers stay thin: extract →
-//! validate cheaply → run on the [`ComputePool`] → respond.
+//! The HTTP surface: router, shared state; the middleware stack is in [`layers`]. Handlers
+//! stay thin: extract → validate cheaply → run on the [`ComputePool`] → respond.
 
+pub mod auth;
 pub mod conv;
 pub mod health;
 pub mod images;
+pub mod layers;
 pub mod negotiate;
+pub mod observe;
+pub mod playground;
 pub mod spec;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
-use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 
-use crate::config::{Limits, Settings};
+use crate::config::{Limits, ServerSettings, Settings};
 use crate::error::ApiError;
+use crate::metrics::Metrics;
 use crate::worker::ComputePool;
 
 /// State shared by all handlers (cheap to clone).
@@ -38,6 +33,10 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Set when shutdown begins (readiness turns false).
     pub shutting_down: Arc<AtomicBool>,
+    /// This instance's metrics registry.
+    pub metrics: Metrics,
+    /// `[server]`: API keys, CORS origins.
+    pub server: Arc<ServerSettings>,
 }
 
 impl AppState {
@@ -46,10 +45,13 @@ impl AppState {
     /// # Errors
     /// If the compute threads cannot be started.
     pub fn new(settings: &Settings) -> Result<Self, rayon::ThreadPoolBuildError> {
+        let metrics = Metrics::new();
         Ok(Self {
-            pool: ComputePool::new(&settings.compute)?,
+            pool: ComputePool::new(&settings.compute)?.with_metrics(metrics.clone()),
             limits: Arc::new(settings.limits.clone()),
             shutting_down: Arc::new(AtomicBool::new(false)),
+            metrics,
+            server: Arc::new(settings.server.clone()),
         })
     }
 }
@@ -65,14 +67,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/conv2d/shape"),
     ("POST", "/v1/convolve"),
     ("GET", "/v1/kernels"),
+    ("GET", "/"),
+    ("GET", "/samples/{name}"),
+    ("GET", "/metrics"),
 ];
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The application router with all middleware.
 pub fn app(state: AppState) -> Router {
-    let body_limit = usize::try_from(state.limits.max_body_bytes).unwrap_or(usize::MAX);
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/openapi.yaml", get(health::openapi))
@@ -81,61 +83,13 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conv2d/shape", post(conv::conv2d_shape))
         .route("/v1/convolve", post(images::convolve))
         .route("/v1/kernels", get(images::kernels))
+        .route("/", get(playground::index))
+        .route("/samples/{name}", get(playground::sample))
+        .route("/metrics", get(observe::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(state)
-        // Handlers read bodies themselves against the configured limit (with a problem
-        // body on overflow); this outer limit only stops extractors from buffering more.
-        .layer(DefaultBodyLimit::max(body_limit.saturating_add(1)))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(CatchPanicLayer::custom(panic_response))
-        .layer(
-            CorsLayer::new()
-                .allow_origin(AllowOrigin::any())
-                .allow_methods([Method::GET, Method::POST])
-                .allow_headers([
-                    header::CONTENT_TYPE,
-                    header::ACCEPT,
-                    header::AUTHORIZATION,
-                    X_REQUEST_ID,
-                ])
-                .expose_headers([
-                    HeaderName::from_static("server-timing"),
-                    HeaderName::from_static("x-conv-shape"),
-                    HeaderName::from_static("x-conv-range"),
-                    HeaderName::from_static("x-conv-nonfinite"),
-                    X_REQUEST_ID,
-                ])
-                .max_age(Duration::from_secs(3600)),
-        )
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request| {
-                    let route = req
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or(req.uri().path(), |m| m.as_str())
-                        .to_owned();
-                    let id = req
-                        .extensions()
-                        .get::<RequestId>()
-                        .and_then(|id| id.header_value().to_str().ok())
-                        .unwrap_or("-")
-                        .to_owned();
-                    tracing::info_span!("request", method = %req.method(), route, request_id = id)
-                })
-                .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
-                ),
-        )
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
+        .with_state(state.clone());
+    layers::apply(router, &state)
 }
 
 async fn not_found(req: Request) -> ApiError {
@@ -152,13 +106,4 @@ async fn method_not_allowed(req: Request) -> ApiError {
         "method-not-allowed",
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
-}
-
-fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let msg = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("unknown panic");
-    ApiError::internal(format!("handler panicked: {msg}")).into_response()
 }

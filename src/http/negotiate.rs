@@ -93,6 +93,11 @@ impl Timings {
         out
     }
 
+    /// The recorded stages: name and milliseconds.
+    pub fn stages(&self) -> &[(&'static str, f64)] {
+        &self.0
+    }
+
     /// The header value, e.g. `parse;dur=0.12, conv;dur=3.40`.
     pub fn header(&self) -> HeaderValue {
         let s = self

@@ -146,3 +146,71 @@ pub fn read_npy_f32(bytes: &[u8]) -> (Vec<usize>, Vec<f32>) {
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
 }
+
+/// A running server with a shutdown trigger and the handle of its `convd::run` task.
+pub struct StoppableApp {
+    pub app: TestApp,
+    pub shutdown: tokio::sync::oneshot::Sender<()>,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts convd (settings adjusted by `tweak`) that shuts down when `shutdown` is sent.
+pub async fn spawn_stoppable_app(tweak: impl FnOnce(&mut Settings)) -> StoppableApp {
+    let mut settings = convd::config::defaults();
+    settings.server.bind = "127.0.0.1:0".into();
+    settings.compute.threads = 2;
+    tweak(&mut settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(convd::run(listener, settings, async {
+        let _ = rx.await;
+    }));
+    StoppableApp {
+        app: TestApp {
+            addr,
+            client: reqwest::Client::new(),
+        },
+        shutdown: tx,
+        server,
+    }
+}
+
+/// A float32 little-endian C-order `.npy` v1 file (test-side, independent of convd).
+pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_str = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape_str}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in data {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// The textbook request: a 3×3 input and a 2×2 kernel; the answer is [25, 31, 43, 49].
+pub fn small_request() -> Value {
+    serde_json::json!({
+        "input": [[[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]],
+        "weight": [[[[0, 1], [2, 3]]]],
+    })
+}
+
+/// Asserts that `res` is the correct answer to [`small_request`].
+pub async fn expect_small_answer(res: reqwest::Response) {
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["data"], serde_json::json!([25.0, 31.0, 43.0, 49.0]));
+}

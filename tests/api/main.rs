@@ -1,6 +1,9 @@
 //! End-to-end tests: the real server on 127.0.0.1:0, spoken to over HTTP.
 
+mod hardening;
 mod helpers;
+mod hostile;
 mod images;
+mod playground;
 mod service;
 mod tensor_api;

@@ -69,7 +69,9 @@ async fn openapi_lists_exactly_the_routes_the_router_serves() {
     assert_eq!(in_spec, served);
     for (m, p) in &served {
         if m == "GET" {
-            assert_ne!(app.get(p).await.status(), 404, "{p}");
+            // A templated path is probed with a value that exists.
+            let p = p.replace("{name}", "camera.png");
+            assert_ne!(app.get(&p).await.status(), 404, "{p}");
         }
     }
 }
