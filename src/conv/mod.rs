@@ -11,6 +11,7 @@
 //! `[c_out, c_in/groups, k_h, k_w]`, bias `[c_out]`, output `[n, c_out, out_h, out_w]`.
 
 pub mod fast;
+pub mod gemm;
 pub mod params;
 pub mod presets;
 pub mod reference;
@@ -27,8 +28,9 @@ pub use stack::{plan_stack, receptive_fields, run_stack, Conv2dLayer, LayerError
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
 /// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, choosing the fastest exact path:
-/// two 1-D passes for separable kernels ([`separable`]), else the register-blocked direct
-/// kernel ([`fast`]). Runs on the current rayon pool.
+/// shifted GEMMs for many-channel stride-1 layers ([`gemm`]), two 1-D passes for separable
+/// kernels ([`separable`]), else the register-blocked direct kernel ([`fast`]). Runs on the
+/// current rayon pool.
 ///
 /// # Errors
 /// [`Cancelled`] if `cancel` fires.
@@ -39,6 +41,9 @@ pub fn conv2d(
     geom: &Conv2dGeometry,
     cancel: &CancelToken,
 ) -> Result<ndarray::Array4<f32>, Cancelled> {
+    if gemm::eligible(geom) {
+        return gemm::conv2d_gemm(input, weight, bias, geom, cancel);
+    }
     match separable::plan(weight, geom) {
         Some(p) => p.run(input, bias, cancel),
         None => conv2d_fast(input, weight, bias, geom, cancel),
