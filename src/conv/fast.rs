@@ -306,39 +306,42 @@ fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
         taps,
         bias,
     } = *a;
-    let c_per_group = g.c_in / g.groups;
     let (sh, sw) = (g.stride[0], g.stride[1]);
-    let (dh, dw) = (g.dilation[0], g.dilation[1]);
+    let full_tiles = if sw == 1 { g.out_w / TILE } else { 0 };
     for (r, out_row) in out_rows.chunks_exact_mut(g.out_w).enumerate() {
-        let mut j0 = 0;
+        let row_of = |c: usize, u: usize| {
+            let start = (c * rows_in + r * sh + u * g.dilation[0]) * plan.cols;
+            &band[start..start + plan.cols]
+        };
+        // Full stride-1 tiles: the accumulator is only indexed by constants, so it lives in
+        // registers (4 zmm / 8 ymm) across all channels and taps.
+        for tile in 0..full_tiles {
+            let j0 = tile * TILE;
+            let mut acc = [0.0f32; TILE];
+            for (c, u, v, w) in tap_iter(g, taps) {
+                let start = j0 + v * g.dilation[1];
+                let src: &[f32; TILE] = row_of(c, u)[start..start + TILE]
+                    .try_into()
+                    .expect("tile in bounds");
+                for t in 0..TILE {
+                    acc[t] = madd::<FMA>(w, src[t], acc[t]);
+                }
+            }
+            for (o, a) in out_row[j0..j0 + TILE].iter_mut().zip(&acc) {
+                *o = a + bias;
+            }
+        }
+        // The rest (row tails, rows narrower than a tile, strided rows), in short tiles.
+        let mut j0 = full_tiles * TILE;
         while j0 < g.out_w {
             let len = TILE.min(g.out_w - j0);
             let mut acc = [0.0f32; TILE];
-            for c in 0..c_per_group {
-                for u in 0..g.k_h {
-                    let row = &band[(c * rows_in + r * sh + u * dh) * plan.cols..][..plan.cols];
-                    let w_row = &taps[(c * g.k_h + u) * g.k_w..][..g.k_w];
-                    for (v, &w) in w_row.iter().enumerate() {
-                        let start = j0 * sw + v * dw;
-                        if len == TILE && sw == 1 {
-                            let src: &[f32; TILE] =
-                                row[start..start + TILE].try_into().expect("tile in bounds");
-                            for t in 0..TILE {
-                                acc[t] = madd::<FMA>(w, src[t], acc[t]);
-                            }
-                        } else if sw == 1 {
-                            // A short tile (the row's tail, or rows narrower than TILE).
-                            let src = &row[start..start + len];
-                            for (a, &x) in acc[..len].iter_mut().zip(src) {
-                                *a = madd::<FMA>(w, x, *a);
-                            }
-                        } else {
-                            let src = &row[start..=start + (len - 1) * sw];
-                            for (a, &x) in acc[..len].iter_mut().zip(src.iter().step_by(sw)) {
-                                *a = madd::<FMA>(w, x, *a);
-                            }
-                        }
-                    }
+            for (c, u, v, w) in tap_iter(g, taps) {
+                let start = j0 * sw + v * g.dilation[1];
+                let row = row_of(c, u);
+                let src = &row[start..=start + (len - 1) * sw];
+                for (a, &x) in acc[..len].iter_mut().zip(src.iter().step_by(sw)) {
+                    *a = madd::<FMA>(w, x, *a);
                 }
             }
             for (o, a) in out_row[j0..j0 + len].iter_mut().zip(&acc) {
@@ -347,6 +350,18 @@ fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
             j0 += len;
         }
     }
+}
+
+/// Every tap of one output channel as `(c, u, v, weight)`, in the reference's order.
+#[inline(always)]
+fn tap_iter<'a>(
+    g: &'a Conv2dGeometry,
+    taps: &'a [f32],
+) -> impl Iterator<Item = (usize, usize, usize, f32)> + 'a {
+    let (k_h, k_w) = (g.k_h, g.k_w);
+    taps.iter()
+        .enumerate()
+        .map(move |(i, &w)| (i / (k_h * k_w), (i / k_w) % k_h, i % k_w, w))
 }
 
 #[inline(always)]
