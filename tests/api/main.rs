@@ -5,5 +5,6 @@ mod helpers;
 mod hostile;
 mod images;
 mod playground;
+mod props;
 mod service;
 mod tensor_api;

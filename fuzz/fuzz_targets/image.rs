@@ -1,0 +1,26 @@
+//! Image decoding under small limits: any bytes, never a panic, never more than the limits.
+#![no_main]
+
+use convd::codec::{decode_image, ColorMode, DecodeLimits};
+use libfuzzer_sys::fuzz_target;
+
+const LIMITS: DecodeLimits = DecodeLimits {
+    max_width: 1024,
+    max_height: 1024,
+    max_pixels: 1 << 18,
+    max_alloc_bytes: 16 << 20,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let (color, bytes) = match data.split_first() {
+        Some((c, rest)) => (
+            [ColorMode::Auto, ColorMode::Gray, ColorMode::Rgb, ColorMode::Rgba][usize::from(*c & 3)],
+            rest,
+        ),
+        None => return,
+    };
+    if let Ok(img) = decode_image(bytes, color, 1.0, &LIMITS) {
+        assert!((img.width * img.height) as u64 <= LIMITS.max_pixels);
+        assert_eq!(img.data.len(), img.channels * img.width * img.height);
+    }
+});
