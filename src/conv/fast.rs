@@ -30,10 +30,12 @@ pub const TILE: usize = 64;
 /// small enough to spread one image over all cores and to react to cancellation quickly.
 const TASK_MACS: usize = 1 << 21;
 
-/// Per-worker scratch, reused across tasks.
-#[derive(Default)]
-struct Scratch {
-    band: Vec<f32>,
+thread_local! {
+    /// Per-thread scratch band, reused across tasks and calls: the compute pool's threads
+    /// live as long as the server, so the band is allocated (and zero-filled) once per
+    /// thread and size, not once per task (rayon's `for_each_init` re-initialises per split,
+    /// which showed up as 22 % of W1 in memset).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
@@ -80,30 +82,25 @@ fn conv2d_isa(
             out_plane
                 .par_chunks_mut(plan.band_rows * g.out_w)
                 .enumerate()
-                .try_for_each_init(Scratch::default, |scratch, (band, rows)| {
+                .try_for_each(|(band, rows)| {
                     if cancel.is_cancelled() {
                         return Err(Cancelled);
                     }
                     let i0 = band * plan.band_rows;
                     let group = o / (g.c_out / g.groups);
-                    let rows_in = plan.fill_band(
-                        &g,
-                        x,
-                        b,
-                        group,
-                        i0,
-                        rows.len() / g.out_w,
-                        &mut scratch.band,
-                    );
-                    let args = BandArgs {
-                        g: &g,
-                        plan: &plan,
-                        band: &scratch.band,
-                        rows_in,
-                        taps,
-                        bias,
-                    };
-                    isa::band(isa, &args, rows);
+                    SCRATCH.with_borrow_mut(|scratch| {
+                        let rows_in =
+                            plan.fill_band(&g, x, b, group, i0, rows.len() / g.out_w, scratch);
+                        let args = BandArgs {
+                            g: &g,
+                            plan: &plan,
+                            band: scratch,
+                            rows_in,
+                            taps,
+                            bias,
+                        };
+                        isa::band(isa, &args, rows);
+                    });
                     Ok(())
                 })
         })?;
@@ -267,7 +264,7 @@ impl BandPlan {
         let [eff_h, _] = g.effective_kernel();
         let r0 = i0 * g.stride[0];
         let rows = (n_rows - 1) * g.stride[0] + eff_h;
-        buf.clear();
+        // Every element is written below (zero rows explicitly), so only growth zero-fills.
         buf.resize(c_per_group * rows * self.cols, 0.0);
         let plane = g.h * g.w;
         for c in 0..c_per_group {
@@ -277,7 +274,8 @@ impl BandPlan {
                 let dst = &mut buf[(c * rows + r) * self.cols..][..self.cols];
                 let y = (r0 + r) as isize - g.padding[0] as isize;
                 let Some(y) = g.padding_mode.source_index(y, g.h) else {
-                    continue; // a zero row: already zero
+                    dst.fill(0.0);
+                    continue;
                 };
                 let src = &src_plane[y * g.w..][..g.w];
                 let (l, rest) = dst.split_at_mut(self.left.len());
@@ -306,6 +304,7 @@ fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
         taps,
         bias,
     } = *a;
+    let c_per_group = g.c_in / g.groups;
     let (sh, sw) = (g.stride[0], g.stride[1]);
     let full_tiles = if sw == 1 { g.out_w / TILE } else { 0 };
     for (r, out_row) in out_rows.chunks_exact_mut(g.out_w).enumerate() {
@@ -318,13 +317,18 @@ fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
         for tile in 0..full_tiles {
             let j0 = tile * TILE;
             let mut acc = [0.0f32; TILE];
-            for (c, u, v, w) in tap_iter(g, taps) {
-                let start = j0 + v * g.dilation[1];
-                let src: &[f32; TILE] = row_of(c, u)[start..start + TILE]
-                    .try_into()
-                    .expect("tile in bounds");
-                for t in 0..TILE {
-                    acc[t] = madd::<FMA>(w, src[t], acc[t]);
+            for c in 0..c_per_group {
+                for u in 0..g.k_h {
+                    let row = row_of(c, u);
+                    let w_row = &taps[(c * g.k_h + u) * g.k_w..][..g.k_w];
+                    for (v, &w) in w_row.iter().enumerate() {
+                        let start = j0 + v * g.dilation[1];
+                        let src: &[f32; TILE] =
+                            row[start..start + TILE].try_into().expect("tile in bounds");
+                        for t in 0..TILE {
+                            acc[t] = madd::<FMA>(w, src[t], acc[t]);
+                        }
+                    }
                 }
             }
             for (o, a) in out_row[j0..j0 + TILE].iter_mut().zip(&acc) {
@@ -336,12 +340,17 @@ fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
         while j0 < g.out_w {
             let len = TILE.min(g.out_w - j0);
             let mut acc = [0.0f32; TILE];
-            for (c, u, v, w) in tap_iter(g, taps) {
-                let start = j0 * sw + v * g.dilation[1];
-                let row = row_of(c, u);
-                let src = &row[start..=start + (len - 1) * sw];
-                for (a, &x) in acc[..len].iter_mut().zip(src.iter().step_by(sw)) {
-                    *a = madd::<FMA>(w, x, *a);
+            for c in 0..c_per_group {
+                for u in 0..g.k_h {
+                    let row = row_of(c, u);
+                    let w_row = &taps[(c * g.k_h + u) * g.k_w..][..g.k_w];
+                    for (v, &w) in w_row.iter().enumerate() {
+                        let start = j0 * sw + v * g.dilation[1];
+                        let src = &row[start..=start + (len - 1) * sw];
+                        for (a, &x) in acc[..len].iter_mut().zip(src.iter().step_by(sw)) {
+                            *a = madd::<FMA>(w, x, *a);
+                        }
+                    }
                 }
             }
             for (o, a) in out_row[j0..j0 + len].iter_mut().zip(&acc) {
@@ -350,18 +359,6 @@ fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
             j0 += len;
         }
     }
-}
-
-/// Every tap of one output channel as `(c, u, v, weight)`, in the reference's order.
-#[inline(always)]
-fn tap_iter<'a>(
-    g: &'a Conv2dGeometry,
-    taps: &'a [f32],
-) -> impl Iterator<Item = (usize, usize, usize, f32)> + 'a {
-    let (k_h, k_w) = (g.k_h, g.k_w);
-    taps.iter()
-        .enumerate()
-        .map(move |(i, &w)| (i / (k_h * k_w), (i / k_w) % k_h, i % k_w, w))
 }
 
 #[inline(always)]
