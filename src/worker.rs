@@ -109,6 +109,20 @@ impl ComputePool {
         self.admitted.available_permits() > 0
     }
 
+    /// Refuses at once (503) when no job would be admitted, so that a request is turned away
+    /// before its body is read: under overload, bodies of refused requests then cost no
+    /// memory. [`run`](Self::run) still enforces admission for real.
+    ///
+    /// # Errors
+    /// 503 `overloaded` with `Retry-After`.
+    pub fn check_room(&self) -> Result<(), ApiError> {
+        if self.has_room() {
+            Ok(())
+        } else {
+            Err(ApiError::overloaded(self.retry_after_secs))
+        }
+    }
+
     /// Runs `job` on the pool under admission control and the deadline.
     ///
     /// # Errors

@@ -125,6 +125,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
     if ct.as_deref() != Some("multipart/form-data") {
         return Err(unsupported(ct.as_deref(), "multipart/form-data"));
     }
+    app.pool.check_room()?;
     let (images, spec) = read_parts(&app, req).await?;
     let limits = app.limits.clone();
     app.pool
