@@ -32,6 +32,8 @@ use crate::worker::cancelled;
 pub const NPY: &str = "application/x-npy";
 /// Media type of JSON.
 pub const JSON: &str = "application/json";
+/// Largest body of `POST /v1/conv2d/shape` (it carries shapes, not tensors).
+pub const SHAPE_BODY_BYTES: u64 = 64 * 1024;
 
 /// The JSON body of `POST /v1/conv2d`.
 #[derive(Debug, Deserialize)]
@@ -697,7 +699,9 @@ pub async fn conv2d_shape(State(app): State<AppState>, req: Request) -> Result<R
     if ct.as_deref() != Some("application/json") {
         return Err(unsupported(ct.as_deref(), "application/json"));
     }
-    let body = read_body(req, app.limits.max_body_bytes).await?;
+    // Shapes only: a small body, parsed on the async runtime without the pool; the cap keeps
+    // that parse cheap whatever max_body_bytes is.
+    let body = read_body(req, SHAPE_BODY_BYTES.min(app.limits.max_body_bytes)).await?;
     let r: ShapeRequest = parse_json(&body, "")?;
     let input = dims::<4>(&r.input_shape, "input_shape", "/input_shape")?;
     let specs: Vec<(String, [usize; 4], Option<usize>, ParamsJson)> =
