@@ -2,8 +2,8 @@
 //! Any outcome but a panic is fine; an error must be a 4xx.
 #![no_main]
 
-use convd::http::conv::{check_limits, input_array, ConvRequest};
-use convd::http::spec::{collect_layers, plan, ParamsJson};
+use convd::http::conv::{check_limits, ConvRequest};
+use convd::http::spec::plan;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,18 +12,9 @@ fuzz_target!(|data: &[u8]| {
         Ok(r) => r,
         Err(e) => return assert!(e.status.is_client_error(), "{e:?}"),
     };
-    let top = ParamsJson {
-        stride: r.stride,
-        padding: r.padding,
-        dilation: r.dilation,
-        groups: r.groups,
-        padding_mode: r.padding_mode,
-        activation: r.activation,
-    };
-    let result = input_array(r.input, &limits, "/input").and_then(|input| {
-        let layers = collect_layers(r.weight, r.bias, top, r.layers)?;
-        let d = input.dim();
-        let geoms = plan([d.0, d.1, d.2, d.3], &layers)?;
+    let result = r.into_job(&limits).and_then(|job| {
+        let d = job.input.dim();
+        let geoms = plan([d.0, d.1, d.2, d.3], &job.layers)?;
         check_limits(&limits, &geoms)
     });
     if let Err(e) = result {

@@ -469,7 +469,7 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
                     let t = Instant::now();
                     let r: ConvRequest = parse_json(&body, "")?;
                     drop(body);
-                    let job = json_job(r, &limits)?;
+                    let job = r.into_job(&limits)?;
                     timings.record("parse", t);
                     let (out, report) = job.run(&limits, cancel, &mut timings)?;
                     tensor_reply(&out, &report, format, timings, None)
@@ -505,18 +505,24 @@ pub fn unsupported(got: Option<&str>, want: &str) -> ApiError {
     .at("/headers/content-type")
 }
 
-fn json_job(r: ConvRequest, limits: &Limits) -> Result<ConvJob, ApiError> {
-    let input = input_array(r.input, limits, "/input")?;
-    let top = ParamsJson {
-        stride: r.stride,
-        padding: r.padding,
-        dilation: r.dilation,
-        groups: r.groups,
-        padding_mode: r.padding_mode,
-        activation: r.activation,
-    };
-    let layers = collect_layers(r.weight, r.bias, top, r.layers)?;
-    Ok(ConvJob { input, layers })
+impl ConvRequest {
+    /// Shapes the input and collects the layers (top-level fields or `layers`).
+    ///
+    /// # Errors
+    /// 413 / 422 for an input over the limit or not 4-D, or an invalid layer.
+    pub fn into_job(self, limits: &Limits) -> Result<ConvJob, ApiError> {
+        let input = input_array(self.input, limits, "/input")?;
+        let top = ParamsJson {
+            stride: self.stride,
+            padding: self.padding,
+            dilation: self.dilation,
+            groups: self.groups,
+            padding_mode: self.padding_mode,
+            activation: self.activation,
+        };
+        let layers = collect_layers(self.weight, self.bias, top, self.layers)?;
+        Ok(ConvJob { input, layers })
+    }
 }
 
 /// The raw parts of a multipart tensor request.

@@ -18,6 +18,15 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts convd with settings adjusted by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    start(tweak, std::future::pending()).await.0
+}
+
+/// Binds 127.0.0.1:0 and runs convd with test settings (adjusted by `tweak`) until
+/// `shutdown` resolves.
+async fn start(
+    tweak: impl FnOnce(&mut Settings),
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> (TestApp, tokio::task::JoinHandle<std::io::Result<()>>) {
     if std::env::var_os("TEST_LOG").is_some() {
         convd::telemetry::init(&convd::config::defaults().server);
     }
@@ -29,11 +38,12 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("bind");
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(convd::run(listener, settings, std::future::pending()));
-    TestApp {
+    let server = tokio::spawn(convd::run(listener, settings, shutdown));
+    let app = TestApp {
         addr,
         client: reqwest::Client::new(),
-    }
+    };
+    (app, server)
 }
 
 impl TestApp {
@@ -156,23 +166,13 @@ pub struct StoppableApp {
 
 /// Starts convd (settings adjusted by `tweak`) that shuts down when `shutdown` is sent.
 pub async fn spawn_stoppable_app(tweak: impl FnOnce(&mut Settings)) -> StoppableApp {
-    let mut settings = convd::config::defaults();
-    settings.server.bind = "127.0.0.1:0".into();
-    settings.compute.threads = 2;
-    tweak(&mut settings);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(convd::run(listener, settings, async {
+    let (app, server) = start(tweak, async {
         let _ = rx.await;
-    }));
+    })
+    .await;
     StoppableApp {
-        app: TestApp {
-            addr,
-            client: reqwest::Client::new(),
-        },
+        app,
         shutdown: tx,
         server,
     }
