@@ -194,10 +194,18 @@ fn parse_oip<'de, A: MapAccess<'de>>(mut map: A) -> Result<Tensor, A::Error> {
             return Err(de::Error::unknown_variant(dt, KNOWN));
         }
     }
-    let expected = shape
+    // ndarray (and every buffer behind it) needs the product of the non-zero dimensions
+    // to fit in `isize`, even when a zero dimension makes the tensor empty.
+    let fits = shape
         .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| de::Error::custom("shape overflows"))?;
+        .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))
+        .is_some_and(|n| isize::try_from(n).is_ok());
+    if !fits {
+        return Err(de::Error::custom(format!(
+            "shape {shape:?} is too large for any tensor"
+        )));
+    }
+    let expected = shape.iter().product::<usize>();
     if expected != data.len() {
         return Err(de::Error::custom(format!(
             "shape {shape:?} needs {expected} values but data has {}",
@@ -260,6 +268,15 @@ mod tests {
     #[test]
     fn oip_length_mismatch_is_refused() {
         assert!(parse(r#"{"shape":[2,2],"data":[1,2,3]}"#).is_err());
+    }
+
+    #[test]
+    fn oversized_shapes_of_empty_tensors_are_refused() {
+        // Found by the contract test: zero elements, but ndarray cannot hold the shape.
+        let e = parse(r#"{"shape":[4530567944702430720,0,5,1],"data":[]}"#).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        assert!(parse(r#"{"shape":[9223372036854775807,0],"data":[]}"#).is_ok());
+        assert!(parse(r#"{"shape":[9223372036854775807,2,0],"data":[]}"#).is_err());
     }
 
     #[test]

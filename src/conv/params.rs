@@ -250,7 +250,7 @@ impl Conv2dGeometry {
                 format!("output channels ({c_out}, weight dimension 0) must be divisible by groups ({groups})"),
             ));
         }
-        if c_per_group * groups != c_in {
+        if c_per_group != c_in / groups {
             return Err(SpecError::new(
                 "weight",
                 format!(
@@ -273,8 +273,8 @@ impl Conv2dGeometry {
             Padding::Explicit(p) => p,
             Padding::Valid => [0; 4],
             Padding::Same => {
-                let (t, b) = same_padding(h, eff_h, stride[0]);
-                let (l, r) = same_padding(w, eff_w, stride[1]);
+                let (t, b) = same_padding(h, eff_h, stride[0])?;
+                let (l, r) = same_padding(w, eff_w, stride[1])?;
                 [t, b, l, r]
             }
         };
@@ -345,10 +345,15 @@ fn effective_kernel(k: usize, d: usize) -> Result<usize, SpecError> {
 }
 
 /// TensorFlow's `SAME` rule: `(before, after)` with the odd pixel after.
-fn same_padding(size: usize, eff_k: usize, stride: usize) -> (usize, usize) {
+///
+/// `size` and `stride` are ≥ 1, so `(out − 1)·stride < size` and only the kernel can overflow.
+fn same_padding(size: usize, eff_k: usize, stride: usize) -> Result<(usize, usize), SpecError> {
     let out = size.div_ceil(stride);
-    let needed = ((out - 1) * stride + eff_k).saturating_sub(size);
-    (needed / 2, needed - needed / 2)
+    let needed = ((out - 1) * stride)
+        .checked_add(eff_k)
+        .ok_or_else(|| SpecError::new("dilation", "dilated kernel size overflows"))?
+        .saturating_sub(size);
+    Ok((needed / 2, needed - needed / 2))
 }
 
 fn check_mode_limits(
@@ -524,5 +529,55 @@ mod tests {
         assert_eq!(idx(PaddingMode::Replicate), s(&[0, 0, 0, 1, 2, 3, 4, 4, 4]));
         assert_eq!(idx(PaddingMode::Circular), s(&[3, 4, 0, 1, 2, 3, 4, 0, 1]));
         assert_eq!(PaddingMode::Zeros.source_index(-1, 5), None);
+    }
+
+    /// Sizes a hostile request may carry: small, boundary and huge.
+    fn any_size() -> impl proptest::strategy::Strategy<Value = usize> {
+        use proptest::prelude::*;
+        prop_oneof![
+            0usize..5,
+            Just(usize::MAX),
+            Just(usize::MAX / 2),
+            Just(1usize << 32),
+            Just(4_530_567_944_702_430_720),
+            any::<usize>(),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// Found by the contract test: channel and group counts near `usize::MAX` overflowed.
+        /// Any shape and parameters give a geometry or a `SpecError`, never a panic, and an
+        /// accepted geometry satisfies the output-size rule.
+        #[test]
+        fn extreme_shapes_never_panic(
+            input in proptest::array::uniform4(any_size()),
+            weight in proptest::array::uniform4(any_size()),
+            stride in proptest::array::uniform2(any_size()),
+            dilation in proptest::array::uniform2(any_size()),
+            pad in proptest::array::uniform4(any_size()),
+            groups in any_size(),
+            same in proptest::bool::ANY,
+            mode in proptest::sample::select(vec![
+                PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate,
+                PaddingMode::Circular, PaddingMode::Symmetric,
+            ]),
+        ) {
+            let p = Conv2dParams {
+                stride,
+                dilation,
+                padding: if same { Padding::Same } else { Padding::Explicit(pad) },
+                groups,
+                padding_mode: mode,
+            };
+            if let Ok(g) = Conv2dGeometry::new(input, weight, Some(weight[0]), &p) {
+                let _ = (g.output_len(), g.macs());
+                let _ = crate::conv::receptive_fields(std::slice::from_ref(&g));
+                let eff = g.effective_kernel();
+                let padded_h = g.h + g.padding[0] + g.padding[1];
+                proptest::prop_assert_eq!(g.out_h, (padded_h - eff[0]) / g.stride[0] + 1);
+            }
+        }
     }
 }
