@@ -1,13 +1,14 @@
 //! The serving convolution: register-blocked direct convolution, SIMD-dispatched at run time.
 //!
 //! Work is split into one flat task space, output plane `(n, o)` × band of output rows,
-//! each task writing a disjoint chunk of the output (`par_chunks_mut`). A task
-//! 1. copies the input rows its band needs (all channels of the group) into a per-worker
-//!    scratch band, applying the padding mode to rows and columns — padding costs one
-//!    small copy per band, never a padded copy of the whole image;
-//! 2. computes each output row in tiles of [`TILE`] outputs held in a `[f32; TILE]`
-//!    accumulator that stays in SIMD registers while every channel and tap is added, then
-//!    stores the tile once (bias last, as the reference does).
+//! each task writing a disjoint chunk of the output (`par_chunks_mut`). Nothing is copied:
+//! - rows are read straight from the input; a kernel row that falls in the padding reads
+//!   the row the padding mode maps it to, or is skipped for zero padding;
+//! - the output columns whose taps all fall inside the input (all but a few at each edge)
+//!   are computed in tiles of [`TILE`] outputs held in a `[f32; TILE]` accumulator that
+//!   stays in SIMD registers while every channel and tap is added, then stored once (bias
+//!   last, as the reference does);
+//! - the few border columns map each tap's column through the padding mode, one by one.
 //!
 //! The tile loop is plain Rust compiled three times — for AVX-512, AVX2+FMA and baseline
 //! x86-64 — and the widest one the CPU has is chosen once at run time ([`isa`]), as fast as
@@ -16,27 +17,24 @@
 //! vectorised — 0.5 GFLOP/s. Hence the one small `unsafe` module below.)
 //! With FMA the products are fused, so results differ from the reference by rounding only:
 //! property tests bound the difference by `2·(K+1)·2⁻²⁴·Σ|x·w|`.
+//!
+//! An earlier version copied each band of padded input rows into a per-thread scratch
+//! first; that copy cost as much as a 3×3 convolution itself (a quarter of W1).
 
 use ndarray::{Array4, ArrayView1, ArrayView4};
-use rayon::prelude::*;
 
 use super::params::Conv2dGeometry;
 use super::{CancelToken, Cancelled};
 
+/// An output element before the kernel writes it.
+type Out = std::mem::MaybeUninit<f32>;
+
 /// Outputs per register tile: 4 AVX-512 or 8 AVX2 registers of accumulators.
 pub const TILE: usize = 64;
 
-/// Work per task, in multiply-accumulates: large enough that scheduling is noise (≈100 µs),
-/// small enough to spread one image over all cores and to react to cancellation quickly.
-const TASK_MACS: usize = 1 << 21;
-
-thread_local! {
-    /// Per-thread scratch band, reused across tasks and calls: the compute pool's threads
-    /// live as long as the server, so the band is allocated (and zero-filled) once per
-    /// thread and size, not once per task (rayon's `for_each_init` re-initialises per split,
-    /// which showed up as 22 % of W1 in memset).
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Work per task, in multiply-accumulates: large enough that scheduling is noise (≈25 µs),
+/// small enough to balance one image over the cores and to react to cancellation quickly.
+const TASK_MACS: usize = 1 << 19;
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
 /// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, on the current rayon pool.
@@ -69,48 +67,69 @@ fn conv2d_isa(
     let wt = weight.as_standard_layout();
     let wt = wt.as_slice().expect("standard layout");
     let bias: Option<Vec<f32>> = bias.map(|b| b.to_vec());
-    let plan = BandPlan::new(&g);
+    let plan = Plan::new(&g);
+    let c_per_group = g.c_in / g.groups;
+    let group_len = c_per_group * g.h * g.w;
 
-    let plane = g.out_h * g.out_w;
-    let mut out = vec![0.0f32; g.n * g.c_out * plane];
-    out.par_chunks_mut(plane)
-        .enumerate()
-        .try_for_each(|(p, out_plane)| {
-            let (b, o) = (p / g.c_out, p % g.c_out);
-            let taps = &wt[o * plan.taps_per_output..][..plan.taps_per_output];
-            let bias = bias.as_ref().map_or(0.0, |v| v[o]);
-            out_plane
-                .par_chunks_mut(plan.band_rows * g.out_w)
-                .enumerate()
-                .try_for_each(|(band, rows)| {
-                    if cancel.is_cancelled() {
-                        return Err(Cancelled);
-                    }
-                    let i0 = band * plan.band_rows;
-                    let group = o / (g.c_out / g.groups);
-                    SCRATCH.with_borrow_mut(|scratch| {
-                        let rows_in =
-                            plan.fill_band(&g, x, b, group, i0, rows.len() / g.out_w, scratch);
-                        let args = BandArgs {
-                            g: &g,
-                            plan: &plan,
-                            band: scratch,
-                            rows_in,
-                            taps,
-                            bias,
-                        };
-                        isa::band(isa, &args, rows);
-                    });
-                    Ok(())
-                })
-        })?;
-    Ok(Array4::from_shape_vec(g.output_shape(), out).expect("output length matches shape"))
+    isa::run(isa, &g, &plan, cancel, |p| {
+        let (b, o) = (p / g.c_out, p % g.c_out);
+        let group = o / (g.c_out / g.groups);
+        BandArgs {
+            g: &g,
+            plan: &plan,
+            x: &x[(b * g.c_in + group * c_per_group) * g.h * g.w..][..group_len],
+            taps: &wt[o * plan.taps_per_output..][..plan.taps_per_output],
+            bias: bias.as_ref().map_or(0.0, |v| v[o]),
+        }
+    })
 }
 
-/// Run-time instruction-set dispatch of [`band_kernel`].
+/// Run-time instruction-set dispatch of [`band_kernel`], and the parallel loop that fills
+/// an uninitialised output with it.
 #[allow(unsafe_code)]
 mod isa {
-    use super::{band_kernel, BandArgs};
+    use ndarray::Array4;
+    use rayon::prelude::*;
+
+    use super::{band_kernel, BandArgs, Out, Plan};
+    use crate::conv::{CancelToken, Cancelled, Conv2dGeometry};
+
+    /// Computes every output plane `p = b·c_out + o` with the bands of `args(p)`, in
+    /// parallel over planes × row bands, checking `cancel` before every band.
+    ///
+    /// The output is not zero-filled first (that fill was a quarter of W1): the bands
+    /// partition each plane and [`band_kernel`] writes every element of its rows.
+    pub(super) fn run<'a>(
+        isa: Isa,
+        g: &Conv2dGeometry,
+        plan: &Plan,
+        cancel: &CancelToken,
+        args: impl Fn(usize) -> BandArgs<'a> + Sync,
+    ) -> Result<Array4<f32>, Cancelled> {
+        let plane = g.out_h * g.out_w;
+        let mut out = Array4::<f32>::uninit(g.output_shape());
+        out.as_slice_mut()
+            .expect("a fresh array is contiguous")
+            .par_chunks_mut(plane)
+            .enumerate()
+            .try_for_each(|(p, out_plane)| {
+                let args = args(p);
+                out_plane
+                    .par_chunks_mut(plan.band_rows * g.out_w)
+                    .enumerate()
+                    .try_for_each(|(band, rows)| {
+                        if cancel.is_cancelled() {
+                            return Err(Cancelled);
+                        }
+                        self::band(isa, &args, band * plan.band_rows, rows);
+                        Ok(())
+                    })
+            })?;
+        // SAFETY: not cancelled, so every band ran; the bands partition every plane and
+        // `band_kernel` writes every element of its rows (tiles cover `lo .. hi`,
+        // `border_cols` the rest). `MaybeUninit<f32>` has the layout of `f32`.
+        Ok(unsafe { out.assume_init() })
+    }
 
     /// The widest instruction set available.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,30 +160,30 @@ mod isa {
         })
     }
 
-    /// Runs the band kernel compiled for `isa`.
-    pub(super) fn band(isa: Isa, a: &BandArgs<'_>, out: &mut [f32]) {
+    /// Runs the band kernel compiled for `isa`: output rows `i0 ..` into `out`.
+    fn band(isa: Isa, a: &BandArgs<'_>, i0: usize, out: &mut [Out]) {
         match isa {
             // SAFETY: `Isa::Avx512` is only returned by `detect` after run-time detection
             // of avx512f and fma on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { band_avx512(a, out) },
+            Isa::Avx512 => unsafe { band_avx512(a, i0, out) },
             // SAFETY: `Isa::Avx2Fma` is only returned after detection of avx2 and fma.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { band_avx2(a, out) },
-            _ => band_kernel::<false>(a, out),
+            Isa::Avx2Fma => unsafe { band_avx2(a, i0, out) },
+            _ => band_kernel::<false>(a, i0, out),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn band_avx512(a: &BandArgs<'_>, out: &mut [f32]) {
-        band_kernel::<true>(a, out)
+    unsafe fn band_avx512(a: &BandArgs<'_>, i0: usize, out: &mut [Out]) {
+        band_kernel::<true>(a, i0, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn band_avx2(a: &BandArgs<'_>, out: &mut [f32]) {
-        band_kernel::<true>(a, out)
+    unsafe fn band_avx2(a: &BandArgs<'_>, i0: usize, out: &mut [Out]) {
+        band_kernel::<true>(a, i0, out)
     }
 
     #[cfg(test)]
@@ -202,161 +221,157 @@ fn conv_with(
     .expect("not cancelled")
 }
 
-/// Inputs of one band computation.
+/// Inputs of one output plane's bands.
 struct BandArgs<'a> {
     g: &'a Conv2dGeometry,
-    plan: &'a BandPlan,
-    band: &'a [f32],
-    rows_in: usize,
+    plan: &'a Plan,
+    /// The input channels of this plane's group, `[c_in/groups, h, w]` row-major.
+    x: &'a [f32],
+    /// This output channel's weights, `[c_in/groups, k_h, k_w]` row-major.
     taps: &'a [f32],
     bias: f32,
 }
 
-/// Shapes of the scratch band, fixed for one call.
-struct BandPlan {
+/// Column split and task size, fixed for one call.
+struct Plan {
     band_rows: usize,
-    /// Padded columns actually read: `(out_w − 1)·s_w + d_w·(k_w − 1) + 1`.
-    cols: usize,
-    /// Column → input column (or zero) for the padded border columns; interior is a copy.
-    left: Vec<Option<usize>>,
-    right: Vec<Option<usize>>,
-    /// Input columns copied straight: `left.len() .. left.len() + interior`.
-    interior: usize,
+    /// Output columns `lo .. hi` read only real input columns (`lo ≤ hi`).
+    lo: usize,
+    hi: usize,
+    /// The other output columns, each with the input column every kernel column `v`
+    /// reads (`None`: zero padding), `k_w` entries per column.
+    border_cols: Vec<usize>,
+    border_src: Vec<Option<usize>>,
     taps_per_output: usize,
 }
 
-impl BandPlan {
+impl Plan {
     fn new(g: &Conv2dGeometry) -> Self {
         let [_, eff_w] = g.effective_kernel();
-        let cols = (g.out_w - 1) * g.stride[1] + eff_w;
-        let pl = g.padding[2];
-        let left_n = pl.min(cols);
-        let interior = g.w.min(cols - left_n);
-        let map = |c: usize| g.padding_mode.source_index(c as isize - pl as isize, g.w);
-        let left = (0..left_n).map(map).collect();
-        let right = (left_n + interior..cols).map(map).collect();
+        let (pl, sw) = (g.padding[2], g.stride[1]);
+        // Column j reads input columns j·s_w − p_l .. j·s_w − p_l + eff_w − 1.
+        let lo = pl.div_ceil(sw).min(g.out_w);
+        let hi = if g.w + pl >= eff_w {
+            ((g.w + pl - eff_w) / sw + 1).min(g.out_w)
+        } else {
+            0
+        };
+        let hi = hi.max(lo);
+        let border_cols: Vec<usize> = (0..lo).chain(hi..g.out_w).collect();
+        let border_src = border_cols
+            .iter()
+            .flat_map(|&j| {
+                (0..g.k_w).map(move |v| {
+                    let col = (j * sw + v * g.dilation[1]) as isize - pl as isize;
+                    g.padding_mode.source_index(col, g.w)
+                })
+            })
+            .collect();
         let c_per_group = g.c_in / g.groups;
         let row_macs = (g.out_w * c_per_group * g.k_h * g.k_w).max(1);
         Self {
             band_rows: (TASK_MACS / row_macs).clamp(1, g.out_h),
-            cols,
-            left,
-            right,
-            interior,
+            lo,
+            hi,
+            border_cols,
+            border_src,
             taps_per_output: c_per_group * g.k_h * g.k_w,
         }
     }
-
-    /// Fills `buf` with the padded input rows output rows `i0 .. i0 + n_rows` read, for the
-    /// channels of `group` of batch item `b`: layout `[c][row][col]`. Returns rows per channel.
-    #[allow(clippy::too_many_arguments)]
-    fn fill_band(
-        &self,
-        g: &Conv2dGeometry,
-        x: &[f32],
-        b: usize,
-        group: usize,
-        i0: usize,
-        n_rows: usize,
-        buf: &mut Vec<f32>,
-    ) -> usize {
-        let c_per_group = g.c_in / g.groups;
-        let [eff_h, _] = g.effective_kernel();
-        let r0 = i0 * g.stride[0];
-        let rows = (n_rows - 1) * g.stride[0] + eff_h;
-        // Every element is written below (zero rows explicitly), so only growth zero-fills.
-        buf.resize(c_per_group * rows * self.cols, 0.0);
-        let plane = g.h * g.w;
-        for c in 0..c_per_group {
-            let ci = group * c_per_group + c;
-            let src_plane = &x[(b * g.c_in + ci) * plane..][..plane];
-            for r in 0..rows {
-                let dst = &mut buf[(c * rows + r) * self.cols..][..self.cols];
-                let y = (r0 + r) as isize - g.padding[0] as isize;
-                let Some(y) = g.padding_mode.source_index(y, g.h) else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                let src = &src_plane[y * g.w..][..g.w];
-                let (l, rest) = dst.split_at_mut(self.left.len());
-                let (mid, r) = rest.split_at_mut(self.interior);
-                mid.copy_from_slice(&src[..self.interior]);
-                for (d, s) in l.iter_mut().zip(&self.left) {
-                    *d = s.map_or(0.0, |s| src[s]);
-                }
-                for (d, s) in r.iter_mut().zip(&self.right) {
-                    *d = s.map_or(0.0, |s| src[s]);
-                }
-            }
-        }
-        rows
-    }
 }
 
-/// Computes the output rows of one band from the scratch band.
+/// Computes output rows `i0 ..` (as many as `out_rows` holds) of one plane.
 #[inline(always)]
-fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, out_rows: &mut [f32]) {
+fn band_kernel<const FMA: bool>(a: &BandArgs<'_>, i0: usize, out_rows: &mut [Out]) {
     let BandArgs {
         g,
         plan,
-        band,
-        rows_in,
+        x,
         taps,
         bias,
     } = *a;
     let c_per_group = g.c_in / g.groups;
     let (sh, sw) = (g.stride[0], g.stride[1]);
-    let full_tiles = if sw == 1 { g.out_w / TILE } else { 0 };
+    let (dh, dw) = (g.dilation[0], g.dilation[1]);
+    let pl = g.padding[2];
+    let (lo, hi) = (plan.lo, plan.hi);
+    // Stride-1 interiors run in full tiles only: a ragged tail is covered by one last full
+    // tile shifted left, recomputing a few outputs with the same operations (same values).
+    let full = sw == 1 && hi - lo >= TILE;
+    let tile_starts = (lo..hi - TILE.min(hi - lo))
+        .step_by(TILE)
+        .chain(Some(hi.saturating_sub(TILE)))
+        .filter(move |_| full);
+    // Per output row: the input row each (channel, kernel row) reads, in the weight's
+    // `[c][u]` order (None: a zero row). Filled once per row, so the tile loop makes no call
+    // that would spill the accumulators.
+    let mut rows: Vec<Option<&[f32]>> = Vec::with_capacity(c_per_group * g.k_h);
     for (r, out_row) in out_rows.chunks_exact_mut(g.out_w).enumerate() {
-        let row_of = |c: usize, u: usize| {
-            let start = (c * rows_in + r * sh + u * g.dilation[0]) * plan.cols;
-            &band[start..start + plan.cols]
-        };
+        let i = i0 + r;
+        rows.clear();
+        rows.extend((0..c_per_group).flat_map(|c| {
+            (0..g.k_h).map(move |u| {
+                let y = (i * sh + u * dh) as isize - g.padding[0] as isize;
+                let y = g.padding_mode.source_index(y, g.h)?;
+                Some(&x[(c * g.h + y) * g.w..][..g.w])
+            })
+        }));
+        let taps_rows = || rows.iter().zip(taps.chunks_exact(g.k_w));
         // Full stride-1 tiles: the accumulator is only indexed by constants, so it lives in
         // registers (4 zmm / 8 ymm) across all channels and taps.
-        for tile in 0..full_tiles {
-            let j0 = tile * TILE;
+        for j0 in tile_starts.clone() {
             let mut acc = [0.0f32; TILE];
-            for c in 0..c_per_group {
-                for u in 0..g.k_h {
-                    let row = row_of(c, u);
-                    let w_row = &taps[(c * g.k_h + u) * g.k_w..][..g.k_w];
-                    for (v, &w) in w_row.iter().enumerate() {
-                        let start = j0 + v * g.dilation[1];
-                        let src: &[f32; TILE] =
-                            row[start..start + TILE].try_into().expect("tile in bounds");
-                        for t in 0..TILE {
-                            acc[t] = madd::<FMA>(w, src[t], acc[t]);
-                        }
+            for (row, w_row) in taps_rows() {
+                let Some(row) = row else { continue };
+                for (v, &w) in w_row.iter().enumerate() {
+                    let start = j0 - pl + v * dw;
+                    let src: &[f32; TILE] =
+                        row[start..start + TILE].try_into().expect("tile in bounds");
+                    for t in 0..TILE {
+                        acc[t] = madd::<FMA>(w, src[t], acc[t]);
                     }
                 }
             }
             for (o, a) in out_row[j0..j0 + TILE].iter_mut().zip(&acc) {
-                *o = a + bias;
+                o.write(a + bias);
             }
         }
-        // The rest (row tails, rows narrower than a tile, strided rows), in short tiles.
-        let mut j0 = full_tiles * TILE;
-        while j0 < g.out_w {
-            let len = TILE.min(g.out_w - j0);
+        // Strided rows and interiors narrower than a tile, in short tiles.
+        let mut j0 = if full { hi } else { lo };
+        while j0 < hi {
+            let len = TILE.min(hi - j0);
             let mut acc = [0.0f32; TILE];
-            for c in 0..c_per_group {
-                for u in 0..g.k_h {
-                    let row = row_of(c, u);
-                    let w_row = &taps[(c * g.k_h + u) * g.k_w..][..g.k_w];
-                    for (v, &w) in w_row.iter().enumerate() {
-                        let start = j0 * sw + v * g.dilation[1];
-                        let src = &row[start..=start + (len - 1) * sw];
-                        for (a, &x) in acc[..len].iter_mut().zip(src.iter().step_by(sw)) {
-                            *a = madd::<FMA>(w, x, *a);
-                        }
+            for (row, w_row) in taps_rows() {
+                let Some(row) = row else { continue };
+                for (v, &w) in w_row.iter().enumerate() {
+                    let start = j0 * sw - pl + v * dw;
+                    let src = &row[start..=start + (len - 1) * sw];
+                    for (a, &x) in acc[..len].iter_mut().zip(src.iter().step_by(sw)) {
+                        *a = madd::<FMA>(w, x, *a);
                     }
                 }
             }
             for (o, a) in out_row[j0..j0 + len].iter_mut().zip(&acc) {
-                *o = a + bias;
+                o.write(a + bias);
             }
             j0 += len;
+        }
+        // Border columns: each tap's column mapped through the padding mode.
+        for (&j, src_cols) in plan
+            .border_cols
+            .iter()
+            .zip(plan.border_src.chunks_exact(g.k_w))
+        {
+            let mut acc = 0.0f32;
+            for (row, w_row) in taps_rows() {
+                let Some(row) = row else { continue };
+                for (&w, col) in w_row.iter().zip(src_cols) {
+                    if let Some(col) = *col {
+                        acc = madd::<FMA>(w, row[col], acc);
+                    }
+                }
+            }
+            out_row[j].write(acc + bias);
         }
     }
 }
