@@ -83,6 +83,10 @@ pub struct ComputeSettings {
     pub deadline_ms: u64,
     /// Retry-After seconds on overload.
     pub retry_after_secs: u64,
+    /// Bytes of large buffers kept for reuse between requests; 0 = none.
+    pub buffer_cache_bytes: u64,
+    /// Seconds a cached buffer may stay unused before it is freed.
+    pub buffer_cache_idle_secs: u64,
 }
 
 impl ComputeSettings {

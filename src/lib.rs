@@ -44,6 +44,21 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(&settings).map_err(std::io::Error::other)?;
+    conv::buffers::configure(
+        usize::try_from(settings.compute.buffer_cache_bytes).unwrap_or(usize::MAX),
+        Duration::from_secs(settings.compute.buffer_cache_idle_secs),
+    );
+    // Gives cached buffers back to the OS once they have been idle (see conv::buffers).
+    let trimmer = tokio::spawn(async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            if conv::buffers::cached_bytes() > 0 {
+                let _ = tokio::task::spawn_blocking(conv::buffers::trim_idle).await;
+            }
+        }
+    });
+    let _trimmer = AbortOnDrop(trimmer);
     let flag = state.shutting_down.clone();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -61,5 +76,14 @@ pub async fn run(
             tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping remaining requests");
             Ok(())
         }
+    }
+}
+
+/// Aborts a background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -456,7 +456,7 @@ fn decode(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, usize> {
                     }
                     $to_f32
                 })
-                .collect::<Vec<f32>>()
+                .collect_taken()
         };
     }
     #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
@@ -464,7 +464,7 @@ fn decode(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, usize> {
         Scalar::Bool => data
             .iter()
             .map(|&b| if b == 0 { 0.0 } else { 1.0 })
-            .collect(),
+            .collect_taken(),
         Scalar::I1 => convert!(1, |a| f32::from(i8::from_le_bytes(a))),
         Scalar::U1 => convert!(1, |a| f32::from(a[0])),
         Scalar::I2 => convert!(2, |a| f32::from(i16::from_le_bytes(a))),
@@ -483,6 +483,18 @@ fn decode(dtype: Dtype, data: &[u8]) -> Result<Vec<f32>, usize> {
         None => Ok(values),
     }
 }
+
+/// Collecting decoded values into a reused buffer ([`crate::conv::buffers`]): a large
+/// fresh allocation faults in every page.
+trait CollectTaken: ExactSizeIterator<Item = f32> + Sized {
+    fn collect_taken(self) -> Vec<f32> {
+        let mut v = crate::conv::buffers::take(self.len());
+        v.extend(self);
+        v
+    }
+}
+
+impl<I: ExactSizeIterator<Item = f32>> CollectTaken for I {}
 
 /// IEEE binary16 → binary32 (exact).
 fn f16_to_f32(h: u16) -> f32 {

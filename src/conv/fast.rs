@@ -92,13 +92,14 @@ mod isa {
     use rayon::prelude::*;
 
     use super::{band_kernel, BandArgs, Out, Plan};
-    use crate::conv::{CancelToken, Cancelled, Conv2dGeometry};
+    use crate::conv::{buffers, CancelToken, Cancelled, Conv2dGeometry};
 
     /// Computes every output plane `p = b·c_out + o` with the bands of `args(p)`, in
     /// parallel over planes × row bands, checking `cancel` before every band.
     ///
-    /// The output is not zero-filled first (that fill was a quarter of W1): the bands
-    /// partition each plane and [`band_kernel`] writes every element of its rows.
+    /// The output comes from [`buffers`] and is not zero-filled first (that fill was a
+    /// quarter of W1): the bands partition each plane and [`band_kernel`] writes every
+    /// element of its rows.
     pub(super) fn run<'a>(
         isa: Isa,
         g: &Conv2dGeometry,
@@ -107,9 +108,9 @@ mod isa {
         args: impl Fn(usize) -> BandArgs<'a> + Sync,
     ) -> Result<Array4<f32>, Cancelled> {
         let plane = g.out_h * g.out_w;
-        let mut out = Array4::<f32>::uninit(g.output_shape());
-        out.as_slice_mut()
-            .expect("a fresh array is contiguous")
+        let len = g.n * g.c_out * plane;
+        let mut out = buffers::take(len);
+        out.spare_capacity_mut()[..len]
             .par_chunks_mut(plane)
             .enumerate()
             .try_for_each(|(p, out_plane)| {
@@ -127,8 +128,9 @@ mod isa {
             })?;
         // SAFETY: not cancelled, so every band ran; the bands partition every plane and
         // `band_kernel` writes every element of its rows (tiles cover `lo .. hi`,
-        // `border_cols` the rest). `MaybeUninit<f32>` has the layout of `f32`.
-        Ok(unsafe { out.assume_init() })
+        // `border_cols` the rest), so the first `len` elements are initialised.
+        unsafe { out.set_len(len) };
+        Ok(Array4::from_shape_vec(g.output_shape(), out).expect("length matches the shape"))
     }
 
     /// The widest instruction set available.

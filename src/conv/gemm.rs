@@ -55,7 +55,10 @@ pub fn conv2d_gemm(
         .into_shape_with_order((g.c_out, k))
         .expect("weight is contiguous");
     let x = input.as_standard_layout();
-    let mut out = Array4::<f32>::zeros(g.output_shape());
+    let len = g.n * g.c_out * g.out_h * g.out_w;
+    let mut out = super::buffers::take(len);
+    out.resize(len, 0.0);
+    let mut out = Array4::from_shape_vec(g.output_shape(), out).expect("length matches");
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()

@@ -6,10 +6,12 @@
 //!   the current rayon pool), proven equal to the oracle by property tests.
 //! - [`stack`]: layers applied in order, receptive field, jump and MACs.
 //! - [`presets`]: named kernels (Sobel, Gaussian, …).
+//! - [`buffers`]: large output buffers reused between requests.
 //!
 //! All tensors are float32 NCHW: input `[n, c_in, h, w]`, weight
 //! `[c_out, c_in/groups, k_h, k_w]`, bias `[c_out]`, output `[n, c_out, out_h, out_w]`.
 
+pub mod buffers;
 pub mod fast;
 pub mod gemm;
 pub mod params;

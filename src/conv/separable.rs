@@ -114,7 +114,9 @@ impl SeparablePlan {
                 zeros.view()
             }
         };
-        conv2d_fast(mid.view(), wh.view(), Some(bias), gh, cancel)
+        let out = conv2d_fast(mid.view(), wh.view(), Some(bias), gh, cancel);
+        super::buffers::give(mid.into_raw_vec_and_offset().0);
+        out
     }
 }
 

@@ -116,7 +116,9 @@ pub fn run_stack(
         if layer.activation == Activation::Relu {
             y.par_mapv_inplace(|v| v.max(0.0));
         }
-        current = Some(y);
+        if let Some(previous) = current.replace(y) {
+            super::buffers::give(previous.into_raw_vec_and_offset().0);
+        }
     }
     Ok(current.unwrap_or_else(|| input.to_owned()))
 }

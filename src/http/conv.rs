@@ -21,7 +21,7 @@ use super::spec::{
 use super::AppState;
 use crate::config::Limits;
 use crate::conv::{
-    receptive_fields, run_stack, Activation, Conv2dGeometry, Conv2dLayer, PaddingMode,
+    buffers, receptive_fields, run_stack, Activation, Conv2dGeometry, Conv2dLayer, PaddingMode,
     ReceptiveField,
 };
 use crate::error::{parse_json, ApiError};
@@ -324,12 +324,11 @@ impl ConvJob {
         let activations: Vec<Activation> = self.layers.iter().map(|l| l.layer.activation).collect();
         let report = ShapeReport::new(&geoms, &activations);
         let layers: Vec<Conv2dLayer> = self.layers.into_iter().map(|l| l.layer).collect();
-        let out = timings
-            .time("conv", || {
-                run_stack(self.input.view(), &layers, &geoms, cancel)
-            })
-            .map_err(|_| cancelled())?;
-        Ok((out, report))
+        let out = timings.time("conv", || {
+            run_stack(self.input.view(), &layers, &geoms, cancel)
+        });
+        buffers::recycle(self.input);
+        Ok((out.map_err(|_| cancelled())?, report))
     }
 }
 
@@ -472,7 +471,9 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
                     let job = r.into_job(&limits)?;
                     timings.record("parse", t);
                     let (out, report) = job.run(&limits, cancel, &mut timings)?;
-                    tensor_reply(&out, &report, format, timings, None)
+                    let reply = tensor_reply(&out, &report, format, timings, None);
+                    buffers::recycle(out);
+                    reply
                 })
                 .await
         }
@@ -485,7 +486,9 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
                     let job = parts.into_job(&limits)?;
                     timings.record("parse", t);
                     let (out, report) = job.run(&limits, cancel, &mut timings)?;
-                    tensor_reply(&out, &report, format, timings, None)
+                    let reply = tensor_reply(&out, &report, format, timings, None);
+                    buffers::recycle(out);
+                    reply
                 })
                 .await
         }

@@ -30,6 +30,7 @@ use super::spec::{params_from, pending_layer, PendingLayer};
 use super::AppState;
 use crate::codec::{self, BitDepth, CodecError, ColorMode, DecodeLimits, Normalize, PngSpeed};
 use crate::config::Limits;
+use crate::conv::buffers;
 use crate::conv::presets::{build_preset, catalogue, PresetError, PRESET_NAMES};
 use crate::error::{parse_json, ApiError};
 use crate::tensor::Tensor;
@@ -167,7 +168,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             let (layers, each) = build_layers(spec.top, spec.layers, c_in)?;
             let job = ConvJob { input, layers };
             let (out, report) = job.run(&limits, cancel, &mut timings)?;
-            match format {
+            let reply = match format {
                 Format::Json => tensor_reply(&out, &report, TensorFormat::Json, timings, None),
                 Format::Npy => tensor_reply(&out, &report, TensorFormat::Npy, timings, None),
                 Format::Png | Format::Zip => {
@@ -183,7 +184,9 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                         timings,
                     )
                 }
-            }
+            };
+            buffers::recycle(out);
+            reply
         })
         .await
 }
