@@ -12,6 +12,7 @@
 use std::io::Cursor;
 
 use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
+use rayon::prelude::*;
 
 use super::CodecError;
 
@@ -221,14 +222,11 @@ fn to_planes(img: DynamicImage, color: ColorMode, scale: f32) -> (usize, Vec<f32
     match color {
         ColorMode::Auto | ColorMode::Gray if gray_src => {
             let raw = img.into_luma8().into_raw();
-            (1, raw.iter().map(|&v| lut[usize::from(v)]).collect())
+            (1, map_pixels(&raw, 1, |p| lut[usize::from(p[0])]))
         }
         ColorMode::Gray => {
             let raw = img.into_rgb8().into_raw();
-            let data = raw
-                .chunks_exact(3)
-                .map(|p| lut[usize::from(pillow_luma(p[0], p[1], p[2]))])
-                .collect();
+            let data = map_pixels(&raw, 3, |p| lut[usize::from(pillow_luma(p[0], p[1], p[2]))]);
             (1, data)
         }
         ColorMode::Auto | ColorMode::Rgb => {
@@ -238,9 +236,22 @@ fn to_planes(img: DynamicImage, color: ColorMode, scale: f32) -> (usize, Vec<f32
     }
 }
 
+/// One float per pixel of `raw` (`c` samples per pixel), in parallel chunks on the current
+/// rayon pool, into a reused buffer ([`crate::conv::buffers`]).
+fn map_pixels(raw: &[u8], c: usize, f: impl Fn(&[u8]) -> f32 + Sync + Send) -> Vec<f32> {
+    const CHUNK: usize = 1 << 16;
+    let mut data = crate::conv::buffers::take(raw.len() / c);
+    // Written in place into the spare capacity: no zero fill first.
+    raw.par_chunks_exact(c)
+        .with_min_len(CHUNK)
+        .map(f)
+        .collect_into_vec(&mut data);
+    data
+}
+
 /// De-interleaves `raw` (HWC, `c` samples per pixel) into CHW float planes.
 fn interleaved_to_chw(raw: &[u8], c: usize, lut: &[f32; 256]) -> Vec<f32> {
-    let mut data = Vec::with_capacity(raw.len());
+    let mut data = crate::conv::buffers::take(raw.len());
     for ch in 0..c {
         data.extend(raw.chunks_exact(c).map(|p| lut[usize::from(p[ch])]));
     }

@@ -85,8 +85,9 @@ pub struct MapRange {
 /// See [`Normalize`] for the per-mode formulas; `lo`/`hi` are computed from
 /// finite values only. Non-finite values never panic: NaN maps to pixel 0
 /// (like `lo`), `+inf` saturates to `max` and `-inf` to 0 (`abs`: both
-/// infinities give `max`). Arithmetic is done in `f64`; rounding is half away
-/// from zero.
+/// infinities give `max`). Arithmetic is done in `f32` (in `f64` when a range
+/// overflows `f32`); rounding is half up.
+/// Runs on the current rayon pool.
 ///
 /// # Panics
 ///
@@ -97,63 +98,104 @@ pub fn normalize_map(map: &[f32], mode: Normalize, depth: BitDepth, out: &mut [u
         out.len(),
         "normalize_map: output length mismatch"
     );
-    let max = f64::from(depth.max_value());
-    let quantize = |v: f64| v.round().clamp(0.0, max) as u16;
+    let top = depth.max_value();
+    let max = f64::from(top);
+    // x ↦ round((x − offset)·scale) clamped to 0..=max, one multiply per pixel (a division
+    // and a libm `round` call per pixel were a quarter of the 1080p pipeline). Rounding is
+    // half up, `(v + 0.5)` truncated, which equals half away from zero for v ≥ 0.
+    let quantize = move |v: f64| -> u16 {
+        if v >= max {
+            top
+        } else if v > 0.0 {
+            (v + 0.5) as u16
+        } else {
+            0 // also NaN
+        }
+    };
     match mode {
         Normalize::Minmax => {
             let (lo, hi) = finite_min_max(map).unwrap_or((0.0, 0.0));
-            let (lo64, span) = (f64::from(lo), f64::from(hi) - f64::from(lo));
-            for (o, &x) in out.iter_mut().zip(map) {
-                *o = if x.is_finite() {
-                    if span > 0.0 {
-                        quantize((f64::from(x) - lo64) / span * max)
-                    } else {
-                        0
-                    }
+            let span = f64::from(hi) - f64::from(lo);
+            let (lo64, scale) = (f64::from(lo), if span > 0.0 { max / span } else { 0.0 });
+            let (lo32, scale32) = (lo, scale as f32);
+            if span > 0.0 && (hi - lo).is_finite() && scale32.is_finite() && scale32 > 0.0 {
+                // Branch-free in f32 so it vectorises: ±∞ saturate, NaN → 0 (`max` drops
+                // NaN). Within a rounding error of the f64 form below.
+                fill(map, out, move |x| quantize32((x - lo32) * scale32, top));
+                return MapRange { lo, hi };
+            }
+            let f = move |x: f32| {
+                if x.is_finite() {
+                    quantize((f64::from(x) - lo64) * scale)
                 } else if x == f32::INFINITY {
-                    depth.max_value()
+                    top
                 } else {
                     0
-                };
-            }
+                }
+            };
+            fill(map, out, f);
             MapRange { lo, hi }
         }
         Normalize::Clamp => {
             // max / 255 is exactly 1 or 257, so 8-bit output is round(clamp(x)).
-            let k = max / 255.0;
-            for (o, &x) in out.iter_mut().zip(map) {
-                let v = if x.is_nan() {
-                    0.0
-                } else {
-                    f64::from(x).clamp(0.0, 255.0)
-                };
-                *o = quantize(v * k);
-            }
+            let k = (max / 255.0) as f32;
+            // Not `clamp`: it keeps NaN, where `max` maps NaN to 0 as documented.
+            #[allow(clippy::manual_clamp)]
+            let f = move |x: f32| quantize32(x.max(0.0).min(255.0) * k, top);
+            fill(map, out, f);
             MapRange { lo: 0.0, hi: 255.0 }
         }
         Normalize::Abs => {
             let hi = map
-                .iter()
-                .filter(|x| x.is_finite())
-                .fold(0.0f32, |m, x| m.max(x.abs()));
-            let hi64 = f64::from(hi);
-            for (o, &x) in out.iter_mut().zip(map) {
-                *o = if x.is_finite() {
-                    if hi > 0.0 {
-                        quantize(f64::from(x.abs()) / hi64 * max)
-                    } else {
-                        0
-                    }
+                .par_chunks(CHUNK)
+                .map(|c| {
+                    c.iter()
+                        .filter(|x| x.is_finite())
+                        .fold(0.0f32, |m, x| m.max(x.abs()))
+                })
+                .reduce(|| 0.0, f32::max);
+            let scale = if hi > 0.0 { max / f64::from(hi) } else { 0.0 };
+            let scale32 = scale as f32;
+            if scale32.is_finite() && scale32 > 0.0 {
+                fill(map, out, move |x| quantize32(x.abs() * scale32, top));
+                return MapRange { lo: 0.0, hi };
+            }
+            let f = move |x: f32| {
+                if x.is_finite() {
+                    quantize(f64::from(x.abs()) * scale)
                 } else if x.is_infinite() {
-                    depth.max_value()
+                    top
                 } else {
                     0
-                };
-            }
+                }
+            };
+            fill(map, out, f);
             MapRange { lo: 0.0, hi }
         }
     }
 }
+
+/// `round(clamp(v, 0, top))`, half up; NaN → 0. Branch-free, so loops over it vectorise.
+#[inline(always)]
+fn quantize32(v: f32, top: u16) -> u16 {
+    // Through i32: the value is already in 0..=65535.5, and the i32 conversion vectorises
+    // (cvttps2dq) where a saturating u16 conversion does not.
+    (v.max(0.0).min(f32::from(top)) + 0.5) as i32 as u16
+}
+
+/// `out[i] = pixel(map[i])`, in parallel chunks.
+fn fill(map: &[f32], out: &mut [u16], pixel: impl Fn(f32) -> u16 + Sync) {
+    out.par_chunks_mut(CHUNK)
+        .zip(map.par_chunks(CHUNK))
+        .for_each(|(o, m)| {
+            for (o, &x) in o.iter_mut().zip(m) {
+                *o = pixel(x);
+            }
+        });
+}
+
+/// Pixels per parallel task of the per-pixel loops.
+const CHUNK: usize = 1 << 16;
 
 /// Encodes planes (each `h * w` floats, all the same size) as one PNG:
 /// 1 plane → grayscale (L8/L16), 3 planes → RGB (RGB8/RGB16), each plane
@@ -268,12 +310,25 @@ pub fn encode_montage(
 
 /// Minimum and maximum of the finite values, `None` if there are none.
 fn finite_min_max(map: &[f32]) -> Option<(f32, f32)> {
-    map.iter()
-        .filter(|x| x.is_finite())
-        .fold(None, |acc, &x| match acc {
-            None => Some((x, x)),
-            Some((lo, hi)) => Some((lo.min(x), hi.max(x))),
+    let (lo, hi) = map
+        .par_chunks(CHUNK)
+        .map(|c| {
+            // Branch-free selects (non-finite values leave the extremes alone), so the
+            // loop vectorises.
+            c.iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+                    let finite = x.abs() < f32::INFINITY;
+                    (
+                        if finite && x < lo { x } else { lo },
+                        if finite && x > hi { x } else { hi },
+                    )
+                })
         })
+        .reduce(
+            || (f32::INFINITY, f32::NEG_INFINITY),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        );
+    (lo <= hi).then_some((lo, hi))
 }
 /// Validates PNG side lengths and converts them to `(width, height)` as `u32`.
 fn png_dims(w: usize, h: usize) -> Result<(u32, u32), CodecError> {

@@ -288,7 +288,9 @@ fn decode_batch(
                 if total > limits.max_tensor_elements {
                     return Err(ApiError::over_limit(StatusCode::PAYLOAD_TOO_LARGE, "input elements", limits.max_tensor_elements, total).at("/parts/image"));
                 }
-                data.reserve_exact(img.data.len() * images.len());
+                if images.len() > 1 {
+                    data = buffers::take(img.data.len() * images.len());
+                }
                 first = Some(dims);
             }
             Some(f) if f != dims => {
@@ -300,7 +302,12 @@ fn decode_batch(
             }
             Some(_) => {}
         }
-        data.extend_from_slice(&img.data);
+        if images.len() == 1 {
+            data = img.data; // no copy for the common single image
+        } else {
+            data.extend_from_slice(&img.data);
+            buffers::give(img.data);
+        }
     }
     let (c, h, w) = first.expect("at least one image");
     Array4::from_shape_vec((images.len(), c, h, w), data).map_err(ApiError::internal)
