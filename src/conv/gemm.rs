@@ -10,12 +10,17 @@
 //! `j ≥ out_w` of `C` are scratch and dropped when copying out. (Nine accumulating GEMMs,
 //! one per tap, were measured first: 129 ms on W4 against this layout's figure in README.)
 //!
-//! The GEMM is ndarray's `general_mat_mul` (matrixmultiply: packed, cache-blocked, AVX2/FMA
-//! kernels picked at run time; safe API). Tasks are images × groups on the current rayon
-//! pool; matrixmultiply itself runs single-threaded inside each task.
+//! `S` is built one column block at a time (`k × cols` floats, about half a core's L2), and
+//! each block is one GEMM into the matching columns of `C`.
+//!
+//! The GEMM is the `gemm` crate with its `x86-v4` feature: AVX-512, AVX2+FMA or scalar
+//! kernels picked at run time. It replaced ndarray's `general_mat_mul` (matrixmultiply,
+//! which stops at AVX2): W4 went from 39 to 18 ms. Its API takes raw pointers, so the one
+//! call sits in a small checked wrapper ([`blas`]). Tasks are images × groups on the
+//! current rayon pool; the GEMM runs single-threaded inside each task (its own rayon mode
+//! scales badly at `c_out` ≈ 64).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, Array4, ArrayView1, ArrayView4, Axis};
+use ndarray::{s, Array4, ArrayView1, ArrayView4, Axis};
 use rayon::prelude::*;
 
 use super::params::Conv2dGeometry;
@@ -51,21 +56,22 @@ pub fn conv2d_gemm(
     // K = (c, u, v): the row order of the shifted-view matrix below.
     let k = cpg * g.k_h * g.k_w;
     let wt = weight.as_standard_layout();
-    let wt = wt
-        .into_shape_with_order((g.c_out, k))
-        .expect("weight is contiguous");
     let x = input.as_standard_layout();
     let len = g.n * g.c_out * g.out_h * g.out_w;
     let mut out = super::buffers::take(len);
     out.resize(len, 0.0);
     let mut out = Array4::from_shape_vec(g.output_shape(), out).expect("length matches");
+    let wt = wt.as_slice().expect("weight is contiguous");
+    // Column blocks of the output small enough that a block of the shifted matrix
+    // (k × COLS floats) stays in L2 while the GEMM reads it.
+    let cols = (COLS_BYTES / (4 * k)).clamp(64, n_cols.max(64));
     out.axis_iter_mut(Axis(0))
         .into_par_iter()
         .enumerate()
         .try_for_each(|(n, mut out_n)| {
             let mut plane = vec![0.0f32; cpg * plane_len];
-            let mut shifted = Array2::<f32>::zeros((k, n_cols));
-            let mut c = Array2::<f32>::zeros((opg, n_cols));
+            let mut shifted = vec![0.0f32; k * cols];
+            let mut c = vec![0.0f32; opg * n_cols];
             for grp in 0..g.groups {
                 if cancel.is_cancelled() {
                     return Err(Cancelled);
@@ -77,34 +83,107 @@ pub fn conv2d_gemm(
                     plane_len,
                     wp,
                 );
-                // Row (c, u, v) of `shifted` is channel c's plane shifted by the tap: one
-                // contiguous copy per row; then the whole layer is a single GEMM with K =
-                // c_in/groups·k_h·k_w, so C is written once rather than once per tap.
-                for (row_k, mut row) in shifted.axis_iter_mut(Axis(0)).enumerate() {
-                    let (ch, t) = (row_k / (g.k_h * g.k_w), row_k % (g.k_h * g.k_w));
-                    let off = ch * plane_len
-                        + (t / g.k_w) * g.dilation[0] * wp
-                        + (t % g.k_w) * g.dilation[1];
-                    row.as_slice_mut()
-                        .expect("row-major")
-                        .copy_from_slice(&plane[off..off + n_cols]);
+                let a = &wt[grp * opg * k..(grp + 1) * opg * k];
+                for c0 in (0..n_cols).step_by(cols) {
+                    let nb = cols.min(n_cols - c0);
+                    // Row (c, u, v) of the block is channel c's plane shifted by the tap:
+                    // one contiguous copy per row; then one GEMM with K = c_in/groups·k_h·k_w
+                    // writes the block of C once rather than once per tap.
+                    for (row_k, row) in shifted.chunks_exact_mut(nb).take(k).enumerate() {
+                        let (ch, t) = (row_k / (g.k_h * g.k_w), row_k % (g.k_h * g.k_w));
+                        let off = ch * plane_len
+                            + (t / g.k_w) * g.dilation[0] * wp
+                            + (t % g.k_w) * g.dilation[1]
+                            + c0;
+                        row.copy_from_slice(&plane[off..off + nb]);
+                    }
+                    blas::sgemm(
+                        opg,
+                        nb,
+                        k,
+                        a,
+                        k,
+                        &shifted[..k * nb],
+                        nb,
+                        &mut c[c0..],
+                        n_cols,
+                    );
                 }
-                let a = wt.slice(s![grp * opg..(grp + 1) * opg, ..]);
-                general_mat_mul(1.0, &a, &shifted, 0.0, &mut c);
                 for o in 0..opg {
                     let oc = grp * opg + o;
                     let bias = bias.map_or(0.0, |b| b[oc]);
-                    let row = c.row(o);
+                    let row = &c[o * n_cols..(o + 1) * n_cols];
                     let mut dst = out_n.index_axis_mut(Axis(0), oc);
                     for (i, mut dst_row) in dst.axis_iter_mut(Axis(0)).enumerate() {
-                        let src = row.slice(s![i * wp..i * wp + g.out_w]);
-                        dst_row.zip_mut_with(&src, |d, &v| *d = v + bias);
+                        let src = &row[i * wp..i * wp + g.out_w];
+                        for (d, &v) in dst_row.iter_mut().zip(src) {
+                            *d = v + bias;
+                        }
                     }
                 }
             }
             Ok(())
         })?;
     Ok(out)
+}
+
+/// Bytes of the shifted-matrix block one GEMM reads (about half of a core's L2).
+const COLS_BYTES: usize = 512 << 10;
+
+/// The one call into the `gemm` crate, whose API takes raw pointers.
+#[allow(unsafe_code)]
+mod blas {
+    /// `C[m×n] = A[m×k] · B[k×n]`, all row-major with row strides `lda`, `ldb`, `ldc`,
+    /// single-threaded (callers parallelise over images). `gemm` picks AVX-512, AVX2+FMA
+    /// or scalar kernels at run time.
+    ///
+    /// # Panics
+    /// If a dimension is 0 or a slice is shorter than its matrix.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sgemm(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        assert!(m > 0 && n > 0 && k > 0);
+        assert!(lda >= k && ldb >= n && ldc >= n);
+        assert!(a.len() >= (m - 1) * lda + k, "A out of bounds");
+        assert!(b.len() >= (k - 1) * ldb + n, "B out of bounds");
+        assert!(c.len() >= (m - 1) * ldc + n, "C out of bounds");
+        let s = |x: usize| isize::try_from(x).expect("stride fits isize");
+        // SAFETY: the asserts above keep every element the strides address inside the
+        // slices; `c` is borrowed mutably so it aliases neither input; read_dst = false
+        // means C is only written (dst := 0·dst + 1·A·B).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                s(ldc),
+                false,
+                a.as_ptr(),
+                1,
+                s(lda),
+                b.as_ptr(),
+                1,
+                s(ldb),
+                0.0f32,
+                1.0f32,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+    }
 }
 
 /// Copies the channels of one group into the padded plane (`[c][h_pad·w_pad + tail]`).
