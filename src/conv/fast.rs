@@ -11,7 +11,7 @@
 //! - the few border columns map each tap's column through the padding mode, one by one.
 //!
 //! The tile loop is plain Rust compiled three times — for AVX-512, AVX2+FMA and baseline
-//! x86-64 — and the widest one the CPU has is chosen once at run time ([`isa`]), as fast as
+//! x86-64 — and the widest one the CPU has is chosen once at run time (`isa`), as fast as
 //! `-C target-cpu=native` and still portable. (`pulp`'s safe closure dispatch was tried
 //! first: the closure was not inlined into its target-feature function, so nothing
 //! vectorised — 0.5 GFLOP/s. Hence the one small `unsafe` module below.)

@@ -16,7 +16,7 @@
 //! The GEMM is the `gemm` crate with its `x86-v4` feature: AVX-512, AVX2+FMA or scalar
 //! kernels picked at run time. It replaced ndarray's `general_mat_mul` (matrixmultiply,
 //! which stops at AVX2): W4 went from 39 to 18 ms. Its API takes raw pointers, so the one
-//! call sits in a small checked wrapper ([`blas`]). Tasks are images × groups on the
+//! call sits in a small checked wrapper (`blas`). Tasks are images × groups on the
 //! current rayon pool; the GEMM runs single-threaded inside each task (its own rayon mode
 //! scales badly at `c_out` ≈ 64).
 
