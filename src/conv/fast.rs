@@ -27,7 +27,7 @@ use super::params::Conv2dGeometry;
 use super::{CancelToken, Cancelled};
 
 /// An output element before the kernel writes it.
-type Out = std::mem::MaybeUninit<f32>;
+pub(crate) type Out = std::mem::MaybeUninit<f32>;
 
 /// Outputs per register tile with AVX2 (8 ymm accumulators); AVX-512 uses `2·TILE`
 /// (8 zmm), which took W1 from 0.97 to 0.71 ms.
@@ -35,7 +35,7 @@ pub const TILE: usize = 64;
 
 /// Work per task, in multiply-accumulates: large enough that scheduling is noise (≈25 µs),
 /// small enough to balance one image over the cores and to react to cancellation quickly.
-const TASK_MACS: usize = 1 << 19;
+pub(crate) const TASK_MACS: usize = 1 << 19;
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
 /// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, on the current rayon pool.
@@ -72,7 +72,7 @@ fn conv2d_isa(
     let c_per_group = g.c_in / g.groups;
     let group_len = c_per_group * g.h * g.w;
 
-    isa::run(isa, &g, &plan, cancel, |p| {
+    isa::run(isa, &g, plan.band_rows, cancel, |p| {
         let (b, o) = (p / g.c_out, p % g.c_out);
         let group = o / (g.c_out / g.groups);
         BandArgs {
@@ -88,11 +88,11 @@ fn conv2d_isa(
 /// Run-time instruction-set dispatch of [`band_kernel`], and the parallel loop that fills
 /// an uninitialised output with it.
 #[allow(unsafe_code)]
-mod isa {
+pub(crate) mod isa {
     use ndarray::Array4;
     use rayon::prelude::*;
 
-    use super::{band_kernel, BandArgs, Out, Plan, TILE};
+    use super::{band_kernel, BandArgs, Out, TILE};
     use crate::conv::{buffers, CancelToken, Cancelled, Conv2dGeometry};
 
     /// Computes every output plane `p = b·c_out + o` with the bands of `args(p)`, in
@@ -101,12 +101,12 @@ mod isa {
     /// The output comes from [`buffers`] and is not zero-filled first (that fill was a
     /// quarter of W1): the bands partition each plane and [`band_kernel`] writes every
     /// element of its rows.
-    pub(super) fn run<'a>(
+    pub(crate) fn run<B: Bands>(
         isa: Isa,
         g: &Conv2dGeometry,
-        plan: &Plan,
+        band_rows: usize,
         cancel: &CancelToken,
-        args: impl Fn(usize) -> BandArgs<'a> + Sync,
+        args: impl Fn(usize) -> B + Sync,
     ) -> Result<Array4<f32>, Cancelled> {
         let plane = g.out_h * g.out_w;
         let len = g.n * g.c_out * plane;
@@ -117,33 +117,33 @@ mod isa {
             .try_for_each(|(p, out_plane)| {
                 let args = args(p);
                 out_plane
-                    .par_chunks_mut(plan.band_rows * g.out_w)
+                    .par_chunks_mut(band_rows * g.out_w)
                     .enumerate()
                     .try_for_each(|(band, rows)| {
                         if cancel.is_cancelled() {
                             return Err(Cancelled);
                         }
-                        self::band(isa, &args, band * plan.band_rows, rows);
+                        self::band(isa, &args, band * band_rows, rows);
                         Ok(())
                     })
             })?;
         // SAFETY: not cancelled, so every band ran; the bands partition every plane and
-        // `band_kernel` writes every element of its rows (tiles cover `lo .. hi`,
-        // `border_cols` the rest), so the first `len` elements are initialised.
+        // every `Bands` implementation writes every element of its rows (its contract), so
+        // the first `len` elements are initialised.
         unsafe { out.set_len(len) };
         Ok(Array4::from_shape_vec(g.output_shape(), out).expect("length matches the shape"))
     }
 
     /// The widest instruction set available.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub(super) enum Isa {
+    pub(crate) enum Isa {
         Avx512,
         Avx2Fma,
         Baseline,
     }
 
     /// Detects the instruction set once.
-    pub(super) fn detect() -> Isa {
+    pub(crate) fn detect() -> Isa {
         static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
@@ -163,30 +163,59 @@ mod isa {
         })
     }
 
-    /// Runs the band kernel compiled for `isa`: output rows `i0 ..` into `out`.
-    fn band(isa: Isa, a: &BandArgs<'_>, i0: usize, out: &mut [Out]) {
+    /// A way to compute the rows of one output plane, compiled per instruction set.
+    ///
+    /// # Safety
+    /// `band` must write every element of `out` (whole output rows `i0 ..`): [`run`]
+    /// marks the output initialised on that promise.
+    pub(crate) unsafe trait Bands: Sync {
+        /// Writes output rows `i0 ..` (as many as `out` holds) of this plane.
+        fn band<const FMA: bool, const TILE: usize>(&self, i0: usize, out: &mut [Out]);
+    }
+
+    // SAFETY: `band_kernel` writes every column of every row: full or short tiles cover
+    // `lo .. hi`, `border_cols` holds every other column (property-tested against the
+    // reference, which would see uninitialised values otherwise).
+    unsafe impl Bands for BandArgs<'_> {
+        #[inline(always)]
+        fn band<const FMA: bool, const TILE: usize>(&self, i0: usize, out: &mut [Out]) {
+            band_kernel::<FMA, TILE>(self, i0, out)
+        }
+    }
+
+    // SAFETY: `separable::fused_band` writes every output column of every row (one tile
+    // loop over `0 .. out_w`).
+    unsafe impl Bands for crate::conv::separable::SepArgs<'_> {
+        #[inline(always)]
+        fn band<const FMA: bool, const TILE: usize>(&self, i0: usize, out: &mut [Out]) {
+            crate::conv::separable::fused_band::<FMA, TILE>(self, i0, out)
+        }
+    }
+
+    /// Runs `b`'s kernel compiled for `isa`: output rows `i0 ..` into `out`.
+    fn band<B: Bands>(isa: Isa, b: &B, i0: usize, out: &mut [Out]) {
         match isa {
             // SAFETY: `Isa::Avx512` is only returned by `detect` after run-time detection
             // of avx512f and fma on this CPU.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => unsafe { band_avx512(a, i0, out) },
+            Isa::Avx512 => unsafe { band_avx512(b, i0, out) },
             // SAFETY: `Isa::Avx2Fma` is only returned after detection of avx2 and fma.
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { band_avx2(a, i0, out) },
-            _ => band_kernel::<false, TILE>(a, i0, out),
+            Isa::Avx2Fma => unsafe { band_avx2(b, i0, out) },
+            _ => b.band::<false, TILE>(i0, out),
         }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    unsafe fn band_avx512(a: &BandArgs<'_>, i0: usize, out: &mut [Out]) {
-        band_kernel::<true, { 2 * TILE }>(a, i0, out)
+    unsafe fn band_avx512<B: Bands>(b: &B, i0: usize, out: &mut [Out]) {
+        b.band::<true, { 2 * TILE }>(i0, out)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn band_avx2(a: &BandArgs<'_>, i0: usize, out: &mut [Out]) {
-        band_kernel::<true, TILE>(a, i0, out)
+    unsafe fn band_avx2<B: Bands>(b: &B, i0: usize, out: &mut [Out]) {
+        b.band::<true, TILE>(i0, out)
     }
 
     #[cfg(test)]
@@ -384,7 +413,7 @@ fn band_kernel<const FMA: bool, const TILE: usize>(
 }
 
 #[inline(always)]
-fn madd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
+pub(crate) fn madd<const FMA: bool>(w: f32, x: f32, acc: f32) -> f32 {
     if FMA {
         w.mul_add(x, acc)
     } else {

@@ -47,7 +47,7 @@ pub fn conv2d(
         return gemm::conv2d_gemm(input, weight, bias, geom, cancel);
     }
     match separable::plan(weight, geom) {
-        Some(p) => p.run(input, bias, cancel),
+        Some(p) => p.run(input, bias, geom, cancel),
         None => conv2d_fast(input, weight, bias, geom, cancel),
     }
 }
