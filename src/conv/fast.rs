@@ -354,7 +354,7 @@ fn band_kernel<const FMA: bool, const TILE: usize>(
         }));
         let taps_rows = || rows.iter().zip(taps.chunks_exact(g.k_w));
         // Full stride-1 tiles: the accumulator is only indexed by constants, so it lives in
-        // registers (4 zmm / 8 ymm) across all channels and taps.
+        // registers (8 zmm / 8 ymm) across all channels and taps.
         for j0 in tile_starts.clone() {
             let mut acc = [0.0f32; TILE];
             for (row, w_row) in taps_rows() {
