@@ -27,7 +27,7 @@ use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use tracing::Level;
 
 use super::auth::{require_key, ApiKeys};
@@ -113,13 +113,24 @@ pub fn apply(router: Router, state: &AppState) -> Router {
                         .and_then(|id| id.header_value().to_str().ok())
                         .unwrap_or("-")
                         .to_owned();
-                    tracing::info_span!("request", method = %req.method(), route, request_id = id)
+                    // Health probes arrive every few seconds from every orchestrator:
+                    // their spans (and so their response lines) are debug level.
+                    if matches!(route.as_str(), "/healthz" | "/readyz") {
+                        tracing::debug_span!("request", method = %req.method(), route, request_id = id)
+                    } else {
+                        tracing::info_span!("request", method = %req.method(), route, request_id = id)
+                    }
                 })
                 .on_request(())
                 .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(tower_http::LatencyUnit::Micros),
+                    |res: &axum::response::Response, latency: std::time::Duration, span: &tracing::Span| {
+                        if !span.is_disabled() {
+                            DefaultOnResponse::new()
+                                .level(Level::INFO)
+                                .latency_unit(tower_http::LatencyUnit::Micros)
+                                .on_response(res, latency, span);
+                        }
+                    },
                 ),
         )
         .layer(SetRequestIdLayer::new(X_REQUEST_ID, MakeRequestUuid))
