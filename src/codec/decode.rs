@@ -285,28 +285,13 @@ mod tests {
         }))
     }
 
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut crc = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            crc ^= u32::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 == 1 {
-                    (crc >> 1) ^ 0xEDB8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-
     fn chunk(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
         let mut c = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
         c.extend_from_slice(kind);
         c.extend_from_slice(body);
         let mut crc_in = kind.to_vec();
         crc_in.extend_from_slice(body);
-        c.extend_from_slice(&crc32(&crc_in).to_be_bytes());
+        c.extend_from_slice(&crc32fast::hash(&crc_in).to_be_bytes());
         c
     }
 

@@ -8,28 +8,12 @@ use crate::helpers::{
     expect_small_answer, fixture, small_request, spawn_app, spawn_app_with, TestApp,
 };
 
-/// CRC-32 (IEEE), for hand-made PNG chunks.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
 fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
     let mut out = (data.len() as u32).to_be_bytes().to_vec();
     let mut body = kind.to_vec();
     body.extend_from_slice(data);
     out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32(&body).to_be_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     out
 }
 
