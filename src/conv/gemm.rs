@@ -1,222 +1,479 @@
-//! Many-channel, stride-1 layers as "shifted GEMMs" over a padded plane, no im2col.
+//! Convolution as matrix multiplication, on both cores whatever the batch.
 //!
-//! For one image and one group, the input is copied once into a padded plane
-//! `P [c_in/groups, (h_pad·w_pad) + tail]` (padding mode applied). The output is computed
-//! on the padded width: with row pitch `w_pad`, output pixel `(i, j)` of tap `(u, v)` reads
-//! `P[c, (i + u·d_h)·w_pad + j + v·d_w]`, so for each tap the input is one contiguous run
-//! of `P` shifted by the tap. Stacking those runs gives `S [c·k_h·k_w, out_h·w_pad]` (one
-//! copy per row, no per-pixel im2col gather) and the layer is one GEMM
-//! `C[c_out/groups, out_h·w_pad] = W[c_out/groups, c_in/groups·k_h·k_w] · S`. The columns
-//! `j ≥ out_w` of `C` are scratch and dropped when copying out. (Nine accumulating GEMMs,
-//! one per tap, were measured first: 129 ms on W4 against this layout's figure in README.)
+//! For one image and one group, with `K = c_in/groups · k_h · k_w` and
+//! `P = out_h · out_w`, the layer is `Y[c_out/groups, P] = W[c_out/groups, K] · B[K, P]`
+//! where the weight tensor `[c_out, c_in/groups, k_h, k_w]` already is `W` row-major, and
+//! column `p = i·out_w + j` of `B` holds the `K` inputs output `(i, j)` reads, in the
+//! weight's `(c, u, v)` order. Two ways to get `B` ([`Lowering`]):
+//! - **Pointwise** (1×1, no padding): `B` *is* the input, `[c_in/groups, h·w]` row-major,
+//!   at stride 1: the GEMM reads the NCHW planes in place, no copy. At stride > 1 each task
+//!   gathers its columns once (a subsampled copy).
+//! - **im2col** (everything else): the image's channels are first padded in the padding
+//!   mode and split into stride phases ([`super::phase`]), so that row `(c, u, v)` of a
+//!   block of `B` is a handful of contiguous runs (one per output row), copied with
+//!   `memcpy`: no per-pixel index arithmetic, no padding tests. `B` is never built whole:
+//!   each task builds one column block, `K × nb` floats sized to half a core's L2
+//!   (`COLS_BYTES`), and multiplies it at once. That block is the whole workspace per
+//!   thread, plus one padded plane per image.
 //!
-//! `S` is built one column block at a time (`k × cols` floats, about half a core's L2), and
-//! each block is one GEMM into the matching columns of `C`.
+//! The GEMM writes its block of `Y` straight into the output tensor (row stride `P`); the
+//! bias is added to the block while it is still in cache (after the sum, as the reference
+//! does).
 //!
-//! The GEMM is the `gemm` crate with its `x86-v4` feature: AVX-512, AVX2+FMA or scalar
-//! kernels picked at run time. It replaced ndarray's `general_mat_mul` (matrixmultiply,
-//! which stops at AVX2): W4 went from 39 to 18 ms. Its API takes raw pointers, so the one
-//! call sits in a small checked wrapper (`blas`). Tasks are images × groups on the
-//! current rayon pool; the GEMM runs single-threaded inside each task (its own rayon mode
-//! scales badly at `c_out` ≈ 64).
+//! **Tasks.** An image's output is partitioned into blocks of output-channel rows ×
+//! columns, and the blocks of every image of the batch (pointwise) or of one image at a
+//! time (im2col, after its padded plane is built in parallel) go to the rayon pool. Blocks
+//! are made small enough that there are at least `4 ×` as many as threads: a batch-1 layer
+//! uses every core, by columns when `P` is large and by output channels when it is not
+//! (7×7 planes).
+//!
+//! The GEMM is the `gemm` crate with its `x86-v4` feature (AVX-512, AVX2+FMA or scalar
+//! kernels picked at run time), single-threaded inside each task; it reaches 87–114
+//! GFLOP/s per core on these shapes (of ~154 peak). It replaced ndarray's
+//! `general_mat_mul` (matrixmultiply, which stops at AVX2). Its API takes raw pointers,
+//! so the one call, and the writes of blocks into the uninitialised output, sit in one
+//! small checked module (`out`).
 
-use ndarray::{s, Array4, ArrayView1, ArrayView4, Axis};
+use std::cell::RefCell;
+
+use ndarray::{Array4, ArrayView1, ArrayView4};
 use rayon::prelude::*;
 
 use super::params::Conv2dGeometry;
+use super::phase::PhaseLayout;
 use super::{CancelToken, Cancelled};
 
-/// Whether the layer suits the GEMM path: stride 1 and enough channels on both sides for
-/// the GEMM's packing to pay (below that the direct kernel wins).
-pub fn eligible(g: &Conv2dGeometry) -> bool {
-    g.stride == [1, 1] && g.c_in / g.groups >= 8 && g.c_out / g.groups >= 8
+/// How the GEMM's right-hand matrix is obtained from the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lowering {
+    /// 1×1 kernel without padding: the input planes are the matrix.
+    Pointwise,
+    /// Column blocks gathered from padded, phase-split planes.
+    Im2col,
+}
+
+/// Whether `g` can use [`Lowering::Pointwise`]: a 1×1 kernel with no padding (dilation
+/// is then irrelevant).
+pub fn pointwise_ok(g: &Conv2dGeometry) -> bool {
+    g.k_h == 1 && g.k_w == 1 && g.padding == [0; 4]
+}
+
+/// Bytes of one gathered column block (`K × nb` floats): about a quarter of a core's L2,
+/// so the block, the packed weights and the output block stay there.
+const COLS_BYTES: usize = 512 << 10;
+
+/// Blocks per thread to aim for, so that uneven blocks still balance.
+const BLOCKS_PER_THREAD: usize = 4;
+
+/// Smallest column block worth a GEMM call.
+const MIN_COLS: usize = 48;
+
+/// Smallest row block (output channels) when rows are split.
+const MIN_ROWS: usize = 16;
+
+thread_local! {
+    /// Per-thread column block of `B`, reused across tasks and calls.
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
-/// plus `bias [c_out]` (stride 1) into `[n, c_out, out_h, out_w]`.
+/// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, on the current rayon pool.
 ///
 /// # Errors
-/// [`Cancelled`] if `cancel` fires; it is checked before every image × group.
+/// [`Cancelled`] if `cancel` fires; it is checked before every block.
+///
+/// # Panics
+/// If `lowering` is [`Lowering::Pointwise`] and `!pointwise_ok(geom)`.
 pub fn conv2d_gemm(
     input: ArrayView4<'_, f32>,
     weight: ArrayView4<'_, f32>,
     bias: Option<ArrayView1<'_, f32>>,
     geom: &Conv2dGeometry,
+    lowering: Lowering,
     cancel: &CancelToken,
 ) -> Result<Array4<f32>, Cancelled> {
+    assert_eq!(input.shape(), geom.input_shape().as_slice());
+    assert_eq!(weight.shape(), geom.weight_shape().as_slice());
+    assert!(lowering == Lowering::Im2col || pointwise_ok(geom));
     let g = *geom;
-    assert_eq!(g.stride, [1, 1]);
-    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
-    let [top, bottom, left, right] = g.padding;
-    let (hp, wp) = (g.h + top + bottom, g.w + left + right);
-    let tail = (g.k_w - 1) * g.dilation[1];
-    let plane_len = hp * wp + tail;
-    let n_cols = g.out_h * wp;
-    // weight [c_out, c_in/groups, k_h, k_w] is already the row-major [c_out, K] matrix with
-    // K = (c, u, v): the row order of the shifted-view matrix below.
-    let k = cpg * g.k_h * g.k_w;
-    let wt = weight.as_standard_layout();
     let x = input.as_standard_layout();
-    let len = g.n * g.c_out * g.out_h * g.out_w;
-    let mut out = super::buffers::take(len);
-    out.resize(len, 0.0);
-    let mut out = Array4::from_shape_vec(g.output_shape(), out).expect("length matches");
-    let wt = wt.as_slice().expect("weight is contiguous");
-    // Column blocks of the output small enough that a block of the shifted matrix
-    // (k × COLS floats) stays in L2 while the GEMM reads it.
-    let cols = (COLS_BYTES / (4 * k)).clamp(64, n_cols.max(64));
-    out.axis_iter_mut(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .try_for_each(|(n, mut out_n)| {
-            let mut plane = vec![0.0f32; cpg * plane_len];
-            let mut shifted = vec![0.0f32; k * cols];
-            let mut c = vec![0.0f32; opg * n_cols];
-            for grp in 0..g.groups {
+    let x = x.as_slice().expect("standard layout");
+    let wt = weight.as_standard_layout();
+    let wt = wt.as_slice().expect("standard layout");
+    let bias = bias.map(|b| b.to_vec());
+    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
+    let k = cpg * g.k_h * g.k_w;
+    let p_len = g.out_h * g.out_w;
+    let images_at_once = if lowering == Lowering::Pointwise {
+        g.n
+    } else {
+        1
+    };
+    let split = Split::new(&g, k, images_at_once, lowering);
+    let mut out = out::Output::new(g.n, g.c_out, p_len);
+    let bias_of = |o0: usize, rows: usize| bias.as_ref().map(|b| &b[o0..o0 + rows]);
+
+    match lowering {
+        Lowering::Pointwise => {
+            let blocks = out.blocks(0..g.n, &split.rows, &split.cols);
+            blocks.into_par_iter().try_for_each(|mut blk| {
                 if cancel.is_cancelled() {
                     return Err(Cancelled);
                 }
-                fill_plane(
-                    &g,
-                    x.slice(s![n, grp * cpg..(grp + 1) * cpg, .., ..]),
-                    &mut plane,
-                    plane_len,
-                    wp,
-                );
-                let a = &wt[grp * opg * k..(grp + 1) * opg * k];
-                for c0 in (0..n_cols).step_by(cols) {
-                    let nb = cols.min(n_cols - c0);
-                    // Row (c, u, v) of the block is channel c's plane shifted by the tap:
-                    // one contiguous copy per row; then one GEMM with K = c_in/groups·k_h·k_w
-                    // writes the block of C once rather than once per tap.
-                    for (row_k, row) in shifted.chunks_exact_mut(nb).take(k).enumerate() {
-                        let (ch, t) = (row_k / (g.k_h * g.k_w), row_k % (g.k_h * g.k_w));
-                        let off = ch * plane_len
-                            + (t / g.k_w) * g.dilation[0] * wp
-                            + (t % g.k_w) * g.dilation[1]
-                            + c0;
-                        row.copy_from_slice(&plane[off..off + nb]);
-                    }
-                    blas::sgemm(
-                        opg,
-                        nb,
-                        k,
-                        a,
-                        k,
-                        &shifted[..k * nb],
-                        nb,
-                        &mut c[c0..],
-                        n_cols,
-                    );
+                let (img, o0, rows, p0, cols) = blk.position();
+                let grp = o0 / opg;
+                let a = &wt[o0 * k..(o0 + rows) * k];
+                let xg = &x[(img * g.c_in + grp * cpg) * g.h * g.w..][..cpg * g.h * g.w];
+                if g.stride == [1, 1] {
+                    blk.gemm(a, k, &xg[p0..], g.h * g.w, k);
+                } else {
+                    COLS.with_borrow_mut(|buf| {
+                        buf.resize(k * cols, 0.0);
+                        gather_pointwise(&g, xg, p0, cols, buf);
+                        blk.gemm(a, k, buf, cols, k);
+                    });
                 }
-                for o in 0..opg {
-                    let oc = grp * opg + o;
-                    let bias = bias.map_or(0.0, |b| b[oc]);
-                    let row = &c[o * n_cols..(o + 1) * n_cols];
-                    let mut dst = out_n.index_axis_mut(Axis(0), oc);
-                    for (i, mut dst_row) in dst.axis_iter_mut(Axis(0)).enumerate() {
-                        let src = &row[i * wp..i * wp + g.out_w];
-                        for (d, &v) in dst_row.iter_mut().zip(src) {
-                            *d = v + bias;
+                blk.add_bias(bias_of(o0, rows));
+                Ok(())
+            })?;
+        }
+        Lowering::Im2col => {
+            let layout = PhaseLayout::new(&g, 0);
+            let hp = g.h + g.padding[0] + g.padding[1];
+            let chan_len = hp * layout.row_len();
+            let mut plane = super::buffers::take(g.c_in * chan_len);
+            plane.resize(g.c_in * chan_len, 0.0);
+            for img in 0..g.n {
+                if cancel.is_cancelled() {
+                    return Err(Cancelled);
+                }
+                let xi = &x[img * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+                plane
+                    .par_chunks_mut(chan_len)
+                    .zip(xi.par_chunks(g.h * g.w))
+                    .for_each(|(dst, src)| {
+                        for (r, row) in dst.chunks_exact_mut(layout.row_len()).enumerate() {
+                            layout.fill_row(src, r, row);
                         }
+                    });
+                let blocks = out.blocks(img..img + 1, &split.rows, &split.cols);
+                blocks.into_par_iter().try_for_each(|mut blk| {
+                    if cancel.is_cancelled() {
+                        return Err(Cancelled);
                     }
-                }
+                    let (_, o0, rows, p0, cols) = blk.position();
+                    let grp = o0 / opg;
+                    let a = &wt[o0 * k..(o0 + rows) * k];
+                    let pg = &plane[grp * cpg * chan_len..][..cpg * chan_len];
+                    COLS.with_borrow_mut(|buf| {
+                        buf.resize(k * cols, 0.0);
+                        gather_im2col(&g, &layout, pg, chan_len, p0, cols, buf);
+                        blk.gemm(a, k, buf, cols, k);
+                    });
+                    blk.add_bias(bias_of(o0, rows));
+                    Ok(())
+                })?;
             }
-            Ok(())
-        })?;
-    Ok(out)
+            super::buffers::give(plane);
+        }
+    }
+    Ok(out.finish(g.output_shape()))
 }
 
-/// Bytes of the shifted-matrix block one GEMM reads (about half of a core's L2).
-const COLS_BYTES: usize = 512 << 10;
+/// The partition of one image's output `[c_out, P]` into row and column blocks.
+struct Split {
+    /// `(first output channel, count)`, never crossing a group.
+    rows: Vec<(usize, usize)>,
+    /// `(first column, count)`.
+    cols: Vec<(usize, usize)>,
+}
 
-/// The one call into the `gemm` crate, whose API takes raw pointers.
-#[allow(unsafe_code)]
-mod blas {
-    /// `C[m×n] = A[m×k] · B[k×n]`, all row-major with row strides `lda`, `ldb`, `ldc`,
-    /// single-threaded (callers parallelise over images). `gemm` picks AVX-512, AVX2+FMA
-    /// or scalar kernels at run time.
-    ///
-    /// # Panics
-    /// If a dimension is 0 or a slice is shorter than its matrix.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn sgemm(
-        m: usize,
-        n: usize,
-        k: usize,
-        a: &[f32],
-        lda: usize,
-        b: &[f32],
-        ldb: usize,
-        c: &mut [f32],
-        ldc: usize,
-    ) {
-        assert!(m > 0 && n > 0 && k > 0);
-        assert!(lda >= k && ldb >= n && ldc >= n);
-        assert!(a.len() >= (m - 1) * lda + k, "A out of bounds");
-        assert!(b.len() >= (k - 1) * ldb + n, "B out of bounds");
-        assert!(c.len() >= (m - 1) * ldc + n, "C out of bounds");
-        let s = |x: usize| isize::try_from(x).expect("stride fits isize");
-        // SAFETY: the asserts above keep every element the strides address inside the
-        // slices; `c` is borrowed mutably so it aliases neither input; read_dst = false
-        // means C is only written (dst := 0·dst + 1·A·B).
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                1,
-                s(ldc),
-                false,
-                a.as_ptr(),
-                1,
-                s(lda),
-                b.as_ptr(),
-                1,
-                s(ldb),
-                0.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
+impl Split {
+    /// Column blocks of at most `COLS_BYTES` of gathered input, then smaller columns and
+    /// split rows until `images × groups × rows × cols` blocks give every thread
+    /// `BLOCKS_PER_THREAD` of them (or the blocks reach their minimum size).
+    fn new(g: &Conv2dGeometry, k: usize, images: usize, lowering: Lowering) -> Self {
+        let p_len = g.out_h * g.out_w;
+        let opg = g.c_out / g.groups;
+        let want = BLOCKS_PER_THREAD * rayon::current_num_threads();
+        let copies = !(lowering == Lowering::Pointwise && g.stride == [1, 1]);
+        let mut nb = if copies {
+            (COLS_BYTES / (4 * k)).max(MIN_COLS).min(p_len)
+        } else {
+            p_len
+        };
+        let have = |nb: usize, mb: usize| images * g.groups * p_len.div_ceil(nb) * opg.div_ceil(mb);
+        if have(nb, opg) < want {
+            let per = want.div_ceil(images * g.groups);
+            nb = p_len.div_ceil(per).max(MIN_COLS).min(nb);
+        }
+        let mut mb = opg;
+        if have(nb, mb) < want {
+            let per = want.div_ceil(images * g.groups * p_len.div_ceil(nb));
+            mb = opg.div_ceil(per).next_multiple_of(MIN_ROWS).min(opg);
+        }
+        // Even blocks: the same count of columns (rows) in each, ± 1 vector.
+        let even = |len: usize, block: usize, unit: usize| -> Vec<(usize, usize)> {
+            let parts = len.div_ceil(block);
+            let size = len.div_ceil(parts).next_multiple_of(unit).min(len);
+            (0..len)
+                .step_by(size)
+                .map(|s| (s, size.min(len - s)))
+                .collect()
+        };
+        let cols = even(p_len, nb, 16);
+        let rows = (0..g.groups)
+            .flat_map(|grp| {
+                even(opg, mb, 1)
+                    .into_iter()
+                    .map(move |(o, m)| (grp * opg + o, m))
+            })
+            .collect();
+        Self { rows, cols }
+    }
+}
+
+/// Gathers columns `p0 .. p0 + cols` of a strided pointwise layer's `B` from the group's
+/// input `[c_in/groups, h, w]` into `dst [c_in/groups, cols]`.
+fn gather_pointwise(g: &Conv2dGeometry, x: &[f32], p0: usize, cols: usize, dst: &mut [f32]) {
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    for (c, row) in dst.chunks_exact_mut(cols).enumerate() {
+        let plane = &x[c * g.h * g.w..][..g.h * g.w];
+        let mut d = 0;
+        let (mut i, mut j) = (p0 / g.out_w, p0 % g.out_w);
+        while d < cols {
+            let len = (g.out_w - j).min(cols - d);
+            let src = &plane[i * sh * g.w + j * sw..];
+            for (o, &v) in row[d..d + len].iter_mut().zip(src.iter().step_by(sw)) {
+                *o = v;
+            }
+            d += len;
+            (i, j) = (i + 1, 0);
         }
     }
 }
 
-/// Copies the channels of one group into the padded plane (`[c][h_pad·w_pad + tail]`).
-fn fill_plane(
+/// Gathers columns `p0 .. p0 + cols` of `B` from the group's padded, phase-split planes
+/// (`chan_len` floats per channel) into `dst [K, cols]`, row `(c, u, v)` by row.
+fn gather_im2col(
     g: &Conv2dGeometry,
-    x: ArrayView4Slice<'_>,
-    plane: &mut [f32],
-    plane_len: usize,
-    wp: usize,
+    layout: &PhaseLayout,
+    planes: &[f32],
+    chan_len: usize,
+    p0: usize,
+    cols: usize,
+    dst: &mut [f32],
 ) {
-    let [top, _, left, _] = g.padding;
-    let hp = plane_len / wp;
-    for (c, chan) in x.axis_iter(Axis(0)).enumerate() {
-        let dst_plane = &mut plane[c * plane_len..(c + 1) * plane_len];
-        for r in 0..hp.min(g.h + g.padding[0] + g.padding[1]) {
-            let dst = &mut dst_plane[r * wp..(r + 1) * wp];
-            match g.padding_mode.source_index(r as isize - top as isize, g.h) {
-                None => dst.fill(0.0),
-                Some(y) => {
-                    let src = chan.row(y);
-                    for (col, d) in dst.iter_mut().enumerate() {
-                        *d = g
-                            .padding_mode
-                            .source_index(col as isize - left as isize, g.w)
-                            .map_or(0.0, |s| src[s]);
-                    }
+    let (sh, sw) = (g.stride[0], g.stride[1]);
+    let (dh, dw) = (g.dilation[0], g.dilation[1]);
+    let (row_len, wq) = (layout.row_len(), layout.wq);
+    let mut rows = dst.chunks_exact_mut(cols);
+    for c in 0..g.c_in / g.groups {
+        let plane = &planes[c * chan_len..][..chan_len];
+        for u in 0..g.k_h {
+            for v in 0..g.k_w {
+                let row = rows.next().expect("K rows");
+                let (phase, shift) = ((v * dw) % sw, (v * dw) / sw);
+                let mut d = 0;
+                let (mut i, mut j) = (p0 / g.out_w, p0 % g.out_w);
+                while d < cols {
+                    let len = (g.out_w - j).min(cols - d);
+                    let r = i * sh + u * dh;
+                    let src = &plane[r * row_len + phase * wq + j + shift..][..len];
+                    row[d..d + len].copy_from_slice(src);
+                    d += len;
+                    (i, j) = (i + 1, 0);
                 }
             }
         }
     }
 }
 
-type ArrayView4Slice<'a> = ndarray::ArrayView3<'a, f32>;
+/// The output tensor filled block by block, and the one call into the `gemm` crate.
+#[allow(unsafe_code)]
+mod out {
+    use std::marker::PhantomData;
+    use std::ops::Range;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use ndarray::Array4;
+
+    /// An uninitialised `[n, rows, cols]` output, handed out as disjoint [`Block`]s.
+    pub(super) struct Output {
+        buf: Vec<f32>,
+        len: usize,
+        rows: usize,
+        cols: usize,
+        /// Images whose blocks were handed out (each once).
+        handed: Vec<bool>,
+        /// Elements written so far.
+        written: AtomicUsize,
+    }
+
+    impl Output {
+        pub(super) fn new(n: usize, rows: usize, cols: usize) -> Self {
+            let len = n * rows * cols;
+            Self {
+                buf: crate::conv::buffers::take(len),
+                len,
+                rows,
+                cols,
+                handed: vec![false; n],
+                written: AtomicUsize::new(0),
+            }
+        }
+
+        /// The blocks of `images`, partitioned by `row_blocks` × `col_blocks` (each a
+        /// list of `(start, count)` that must tile `0 .. rows` / `0 .. cols` in order).
+        ///
+        /// # Panics
+        /// If the lists do not tile their axis or an image was handed out before: then
+        /// blocks could overlap.
+        pub(super) fn blocks(
+            &mut self,
+            images: Range<usize>,
+            row_blocks: &[(usize, usize)],
+            col_blocks: &[(usize, usize)],
+        ) -> Vec<Block<'_>> {
+            let tiles = |blocks: &[(usize, usize)], len: usize| {
+                let mut next = 0;
+                for &(s, c) in blocks {
+                    assert!(s == next && c > 0, "blocks must tile the axis");
+                    next += c;
+                }
+                assert_eq!(next, len, "blocks must tile the axis");
+            };
+            tiles(row_blocks, self.rows);
+            tiles(col_blocks, self.cols);
+            for img in images.clone() {
+                assert!(!self.handed[img], "image handed out twice");
+                self.handed[img] = true;
+            }
+            let base = self.buf.as_mut_ptr();
+            let (rows, cols, written) = (self.rows, self.cols, &self.written);
+            let mut v = Vec::with_capacity(images.len() * row_blocks.len() * col_blocks.len());
+            for img in images {
+                for &(r0, m) in row_blocks {
+                    for &(c0, nb) in col_blocks {
+                        // SAFETY: in bounds: img < n, r0 + m ≤ rows, c0 + nb ≤ cols, and
+                        // the buffer has capacity n·rows·cols.
+                        let ptr = unsafe { base.add((img * rows + r0) * cols + c0) };
+                        v.push(Block {
+                            ptr,
+                            pos: (img, r0, m, c0, nb),
+                            ld: cols,
+                            written,
+                            done: false,
+                            _out: PhantomData,
+                        });
+                    }
+                }
+            }
+            v
+        }
+
+        /// The tensor, once every element has been written.
+        ///
+        /// # Panics
+        /// If some block was not computed.
+        pub(super) fn finish(mut self, shape: [usize; 4]) -> Array4<f32> {
+            assert_eq!(
+                self.written.load(Ordering::Acquire),
+                self.len,
+                "every block written"
+            );
+            // SAFETY: blocks are disjoint (checked tilings, each image once) and each
+            // counts its elements once when its GEMM has written all of them; the count
+            // equals `len`, so all `len` elements are initialised.
+            unsafe { self.buf.set_len(self.len) };
+            Array4::from_shape_vec(shape, std::mem::take(&mut self.buf)).expect("shape")
+        }
+    }
+
+    /// One block `[m, nb]` of one image's output, with row stride `ld`.
+    pub(super) struct Block<'a> {
+        ptr: *mut f32,
+        /// `(image, first row, rows, first column, columns)`.
+        pos: (usize, usize, usize, usize, usize),
+        ld: usize,
+        written: &'a AtomicUsize,
+        done: bool,
+        _out: PhantomData<&'a mut [f32]>,
+    }
+
+    // SAFETY: a block is the only handle to its elements (blocks are disjoint), so moving
+    // it to another thread is like moving a `&mut [f32]`.
+    unsafe impl Send for Block<'_> {}
+
+    impl Block<'_> {
+        /// `(image, first row, rows, first column, columns)`.
+        pub(super) fn position(&self) -> (usize, usize, usize, usize, usize) {
+            self.pos
+        }
+
+        /// `block := A[m × k] · B[k × nb]`, `A` and `B` row-major with row strides `lda`
+        /// and `ldb`. Single-threaded; `gemm` picks AVX-512, AVX2+FMA or scalar kernels.
+        ///
+        /// # Panics
+        /// If called twice, or a slice is shorter than its matrix.
+        pub(super) fn gemm(&mut self, a: &[f32], lda: usize, b: &[f32], ldb: usize, k: usize) {
+            let (_, _, m, _, n) = self.pos;
+            assert!(!self.done, "block computed twice");
+            assert!(m > 0 && n > 0 && k > 0);
+            assert!(lda >= k && ldb >= n);
+            assert!(a.len() >= (m - 1) * lda + k, "A out of bounds");
+            assert!(b.len() >= (k - 1) * ldb + n, "B out of bounds");
+            let s = |x: usize| isize::try_from(x).expect("stride fits isize");
+            // SAFETY: the asserts keep every element A and B's strides address inside the
+            // slices; the block's `m × n` elements at stride `ld` lie inside the output
+            // (see `Output::blocks`) and belong to this block alone; read_dst = false
+            // means they are only written (dst := 0·dst + 1·A·B).
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    self.ptr,
+                    1,
+                    s(self.ld),
+                    false,
+                    a.as_ptr(),
+                    1,
+                    s(lda),
+                    b.as_ptr(),
+                    1,
+                    s(ldb),
+                    0.0f32,
+                    1.0f32,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            self.done = true;
+            self.written.fetch_add(m * n, Ordering::Release);
+        }
+
+        /// Adds `bias[r]` to row `r` of the computed block (nothing for `None`).
+        ///
+        /// # Panics
+        /// Before [`gemm`](Self::gemm), or if `bias` is shorter than the block's rows.
+        pub(super) fn add_bias(&mut self, bias: Option<&[f32]>) {
+            let Some(bias) = bias else { return };
+            assert!(self.done, "bias before the block is computed");
+            let (_, _, m, _, n) = self.pos;
+            for (r, &b) in bias[..m].iter().enumerate() {
+                // SAFETY: row r of the block: n initialised elements (the GEMM wrote them)
+                // inside the output, owned by this block, borrowed through `&mut self`.
+                let row = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.ld), n) };
+                for v in row {
+                    *v += b;
+                }
+            }
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -224,29 +481,111 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::conv::fast::tests::assert_close;
+    use crate::conv::conv2d_reference;
     use crate::conv::params::{Conv2dParams, Padding, PaddingMode};
-    use crate::conv::{conv2d, conv2d_reference};
+    use crate::conv::testutil::{assert_close, MODES};
+
+    fn check(g: &Conv2dGeometry, lowering: Lowering, seed: u32, bias: bool) {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 1000) as f32 / 100.0 - 5.0
+        };
+        let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
+        let wt = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
+        let b = bias.then(|| Array1::from_shape_simple_fn(g.c_out, &mut next));
+        let want = conv2d_reference(x.view(), wt.view(), b.as_ref().map(|b| b.view()), g);
+        let got = conv2d_gemm(
+            x.view(),
+            wt.view(),
+            b.as_ref().map(|b| b.view()),
+            g,
+            lowering,
+            &CancelToken::new(),
+        )
+        .unwrap();
+        assert_close(&got, &want, &x, &wt, b.as_ref(), g);
+    }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(48))]
+        #![proptest_config(ProptestConfig::with_cases(160))]
         #[test]
-        fn gemm_path_equals_reference(
-            (n, groups, cpg, opg, h, w) in (1usize..3, 1usize..3, 8usize..11, 8usize..10, 1usize..9, 1usize..9),
-            (k_h, k_w, d_h, d_w, mode, pad, seed) in (1usize..4, 1usize..4, 1usize..3, 1usize..3, 0usize..5, 0usize..3, any::<u32>()),
+        fn im2col_equals_reference(
+            (n, groups, cpg, opg, h, w) in (1usize..4, 1usize..4, 1usize..6, 1usize..40, 1usize..24, 1usize..24),
+            (k_h, k_w, s_h, s_w, d_h, d_w) in (1usize..6, 1usize..6, 1usize..4, 1usize..4, 1usize..4, 1usize..3),
+            (mode, t, b, l, r, same, bias, seed) in (0usize..5, 0usize..4, 0usize..4, 0usize..4, 0usize..4, 0usize..4, any::<bool>(), any::<u32>()),
         ) {
-            let modes = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular, PaddingMode::Symmetric];
-            let params = Conv2dParams { dilation: [d_h, d_w], padding: Padding::Explicit([pad, pad, pad + 1, pad]), groups, padding_mode: modes[mode], ..Default::default() };
+            let padding = match same { 0 => Padding::Same, 1 => Padding::Valid, _ => Padding::Explicit([t, b, l, r]) };
+            let params = Conv2dParams { stride: [s_h, s_w], dilation: [d_h, d_w], padding, groups, padding_mode: MODES[mode] };
             let Ok(g) = Conv2dGeometry::new([n, groups * cpg, h, w], [groups * opg, cpg, k_h, k_w], Some(groups * opg), &params) else { return Ok(()) };
-            prop_assert!(eligible(&g));
-            let mut s = seed | 1;
-            let mut next = move || { s ^= s << 13; s ^= s >> 17; s ^= s << 5; (s % 1000) as f32 / 100.0 - 5.0 };
-            let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
-            let wt = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
-            let b = Array1::from_shape_simple_fn(g.c_out, &mut next);
-            let want = conv2d_reference(x.view(), wt.view(), Some(b.view()), &g);
-            let got = conv2d(x.view(), wt.view(), Some(b.view()), &g, &CancelToken::new()).unwrap();
-            assert_close(&got, &want, &x, &wt, Some(&b), &g);
+            check(&g, Lowering::Im2col, seed, bias);
         }
+
+        #[test]
+        fn pointwise_equals_reference(
+            (n, groups, cpg, opg, h, w) in (1usize..4, 1usize..4, 1usize..20, 1usize..40, 1usize..30, 1usize..30),
+            (s_h, s_w, bias, seed) in (1usize..4, 1usize..4, any::<bool>(), any::<u32>()),
+        ) {
+            let params = Conv2dParams { stride: [s_h, s_w], groups, ..Default::default() };
+            let g = Conv2dGeometry::new([n, groups * cpg, h, w], [groups * opg, cpg, 1, 1], Some(groups * opg), &params).unwrap();
+            check(&g, Lowering::Pointwise, seed, bias);
+        }
+    }
+
+    #[test]
+    fn batch_one_splits_into_blocks_for_every_thread() {
+        // 512 → 512 channels on a 7×7 plane: 49 columns, so rows must be split.
+        let g = Conv2dGeometry::new(
+            [1, 512, 7, 7],
+            [512, 512, 3, 3],
+            None,
+            &Conv2dParams {
+                padding: Padding::Explicit([1; 4]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let s = Split::new(&g, 512 * 9, 1, Lowering::Im2col);
+        assert!(s.rows.len() * s.cols.len() >= 2 * rayon::current_num_threads());
+        // A stem: many columns, blocks bounded by COLS_BYTES.
+        let g = Conv2dGeometry::new(
+            [1, 3, 224, 224],
+            [64, 3, 7, 7],
+            None,
+            &Conv2dParams {
+                stride: [2, 2],
+                padding: Padding::Explicit([3; 4]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let s = Split::new(&g, 147, 1, Lowering::Im2col);
+        assert!(s
+            .cols
+            .iter()
+            .all(|&(_, nb)| nb * 147 * 4 <= COLS_BYTES + 64 * 147));
+        assert_eq!(s.rows, vec![(0, 64)]);
+        let _ = PaddingMode::Zeros;
+    }
+
+    #[test]
+    fn a_fired_token_stops_the_gemm() {
+        let g = Conv2dGeometry::new(
+            [2, 16, 8, 8],
+            [16, 16, 3, 3],
+            None,
+            &Conv2dParams::default(),
+        )
+        .unwrap();
+        let x = Array4::zeros(g.input_shape());
+        let w = Array4::zeros(g.weight_shape());
+        let t = CancelToken::new();
+        t.cancel();
+        assert_eq!(
+            conv2d_gemm(x.view(), w.view(), None, &g, Lowering::Im2col, &t),
+            Err(Cancelled)
+        );
     }
 }

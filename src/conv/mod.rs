@@ -2,53 +2,96 @@
 //!
 //! - [`params`]: validated parameters and the output-size rule ([`Conv2dGeometry`]).
 //! - [`reference`]: the naive oracle, kept forever.
-//! - [`fast`]: the serving implementation (register-blocked, SIMD-dispatched, parallel on
-//!   the current rayon pool), proven equal to the oracle by property tests.
+//! - [`plan`]: the algorithm plan ([`Conv2dAlgo`]) and its cost model.
+//! - The algorithms, each property-tested against the oracle: [`direct`] (in-place
+//!   register tiles), [`phased`] (register tiles over padded, stride-phase-split rows),
+//!   [`separable`] (rank-1 kernels as two 1-D passes), [`gemm`] (pointwise and im2col
+//!   GEMMs), on the instruction-set dispatch of [`isa`] and the row layout of `phase`.
 //! - [`stack`]: layers applied in order, receptive field, jump and MACs.
-//! - [`presets`]: named kernels (Sobel, Gaussian, …).
+//! - [`presets`]: named kernels (Sobel, Gaussian, …); no algorithm depends on it.
 //! - [`buffers`]: large output buffers reused between requests.
 //!
 //! All tensors are float32 NCHW: input `[n, c_in, h, w]`, weight
 //! `[c_out, c_in/groups, k_h, k_w]`, bias `[c_out]`, output `[n, c_out, out_h, out_w]`.
+//! Every algorithm runs on the current rayon pool and uses all of its threads, whatever
+//! the batch size.
 
 pub mod buffers;
-pub mod fast;
+pub mod direct;
 pub mod gemm;
+pub mod isa;
 pub mod params;
+pub(crate) mod phase;
+pub mod phased;
+pub mod plan;
 pub mod presets;
 pub mod reference;
 pub mod separable;
 pub mod stack;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use fast::conv2d_fast;
+use ndarray::{Array4, ArrayView1, ArrayView4};
+
+pub use direct::conv2d_direct;
 pub use params::{Activation, Conv2dGeometry, Conv2dParams, Padding, PaddingMode, SpecError};
+pub use plan::{plan_with_weights, Conv2dAlgo, Conv2dPlan};
 pub use reference::conv2d_reference;
 pub use stack::{plan_stack, receptive_fields, run_stack, Conv2dLayer, LayerError, ReceptiveField};
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
-/// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, choosing the fastest exact path:
-/// shifted GEMMs for many-channel stride-1 layers ([`gemm`]), two 1-D passes for separable
-/// kernels ([`separable`]), else the register-blocked direct kernel ([`fast`]). Runs on the
-/// current rayon pool.
+/// plus `bias [c_out]` into `[n, c_out, out_h, out_w]` with the algorithm the plan picks
+/// ([`plan_with_weights`]); returns the output and the plan that ran.
 ///
 /// # Errors
 /// [`Cancelled`] if `cancel` fires.
 pub fn conv2d(
-    input: ndarray::ArrayView4<'_, f32>,
-    weight: ndarray::ArrayView4<'_, f32>,
-    bias: Option<ndarray::ArrayView1<'_, f32>>,
+    input: ArrayView4<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
     geom: &Conv2dGeometry,
     cancel: &CancelToken,
-) -> Result<ndarray::Array4<f32>, Cancelled> {
-    if gemm::eligible(geom) {
-        return gemm::conv2d_gemm(input, weight, bias, geom, cancel);
-    }
-    match separable::plan(weight, geom) {
-        Some(p) => p.run(input, bias, geom, cancel),
-        None => conv2d_fast(input, weight, bias, geom, cancel),
+) -> Result<(Array4<f32>, Conv2dPlan), Cancelled> {
+    let (plan, separable) = plan_with_weights(geom, weight);
+    let out = match separable {
+        Some(s) => s.run(input, bias, geom, cancel)?,
+        None => conv2d_with(plan.algorithm, input, weight, bias, geom, cancel)?,
+    };
+    Ok((out, plan))
+}
+
+/// [`conv2d`] with a chosen algorithm (for benchmarks and tests).
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires.
+///
+/// # Panics
+/// If `algo` does not [support](Conv2dAlgo::supports) the layer, or is
+/// [`Conv2dAlgo::Separable`] and the weights are not rank-1.
+pub fn conv2d_with(
+    algo: Conv2dAlgo,
+    input: ArrayView4<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geom: &Conv2dGeometry,
+    cancel: &CancelToken,
+) -> Result<Array4<f32>, Cancelled> {
+    assert!(algo.supports(geom), "{algo} cannot run {geom:?}");
+    match algo {
+        Conv2dAlgo::Direct => conv2d_direct(input, weight, bias, geom, cancel),
+        Conv2dAlgo::Phased => phased::conv2d_phased(input, weight, bias, geom, cancel),
+        Conv2dAlgo::Separable => separable::plan(weight, geom)
+            .expect("rank-1 weights")
+            .run(input, bias, geom, cancel),
+        Conv2dAlgo::GemmPointwise => {
+            gemm::conv2d_gemm(input, weight, bias, geom, gemm::Lowering::Pointwise, cancel)
+        }
+        Conv2dAlgo::GemmIm2col => {
+            gemm::conv2d_gemm(input, weight, bias, geom, gemm::Lowering::Im2col, cancel)
+        }
     }
 }
 

@@ -82,9 +82,6 @@ pub const PRESET_NAMES: &[&str] = &preset_names();
 /// Largest accepted kernel side for parameterised presets.
 pub const MAX_PRESET_SIZE: usize = 63;
 
-/// Relative tolerance of the rank-1 test in [`is_separable`].
-const SEPARABLE_RTOL: f64 = 1e-6;
-
 /// Build a preset kernel from its name and parameters (a JSON object of the
 /// user's parameters, missing ones take defaults).
 ///
@@ -132,39 +129,10 @@ pub fn catalogue() -> Vec<PresetInfo> {
     PRESETS.iter().map(info).collect()
 }
 
-/// Factor a kernel as `K ≈ u · vᵀ` (column `u` of length `k_h`, row `v` of
-/// length `k_w`), if it is rank-1.
-///
-/// Uses the largest-magnitude weight `K[r][c]` as pivot: `u_i = K[i][c]`,
-/// `v_j = K[r][j] / K[r][c]`, and accepts when every reconstructed weight is
-/// within `1e-6 · max|K|` of the original (all in `f64`). An all-zero kernel
-/// factors as zeros. Returns `None` when not rank-1 or when `weights.len()`
-/// does not match `k_h * k_w`.
+/// Factor a kernel as `K ≈ u · vᵀ` if it is rank-1: [`super::separable::rank1_factors`]
+/// on the preset's weights.
 pub fn rank1_factors(kernel: &Kernel2d) -> Option<(Vec<f64>, Vec<f64>)> {
-    let (h, w) = (kernel.k_h, kernel.k_w);
-    if h.checked_mul(w)? != kernel.weights.len() || kernel.weights.is_empty() {
-        return None;
-    }
-    let at = |r: usize, c: usize| f64::from(kernel.weights[r * w + c]);
-    let (mut pr, mut pc, mut max) = (0, 0, 0.0_f64);
-    for r in 0..h {
-        for c in 0..w {
-            if at(r, c).abs() > max {
-                (pr, pc, max) = (r, c, at(r, c).abs());
-            }
-        }
-    }
-    if !max.is_finite() {
-        return None;
-    }
-    if max == 0.0 {
-        return Some((vec![0.0; h], vec![0.0; w]));
-    }
-    let u: Vec<f64> = (0..h).map(|r| at(r, pc)).collect();
-    let v: Vec<f64> = (0..w).map(|c| at(pr, c) / at(pr, pc)).collect();
-    let tol = SEPARABLE_RTOL * max;
-    let ok = (0..h).all(|r| (0..w).all(|c| (u[r] * v[c] - at(r, c)).abs() <= tol));
-    ok.then_some((u, v))
+    super::separable::rank1_factors(&kernel.weights, kernel.k_h, kernel.k_w)
 }
 
 /// True when the kernel is exactly rank-1 (see [`rank1_factors`]).

@@ -13,16 +13,14 @@
 //! (L1-resident), the horizontal pass reads it, so no intermediate plane is written. On W2
 //! (5×5 box on 4K) that took 5.8 ms against 7.0 ms for the direct kernel; two unfused
 //! passes, each with a full intermediate plane, had taken 51 ms. Both passes run inside
-//! the direct kernel's instruction-set dispatch and parallel loop (`fast::isa::run`).
+//! the direct kernels' instruction-set dispatch and parallel loop (`isa::run`).
 
 use std::cell::RefCell;
 
 use ndarray::{Array4, ArrayView1, ArrayView4};
 
-use super::fast::isa;
-use super::fast::{madd, Out, TASK_MACS};
+use super::isa::{self, madd, Bands, Out, TASK_MACS};
 use super::params::Conv2dGeometry;
-use super::presets::{rank1_factors, Kernel2d};
 use super::{CancelToken, Cancelled};
 
 /// Smallest `k_h·k_w` for which the fused passes beat the direct kernel (5×5 does; 3×3,
@@ -46,12 +44,8 @@ pub fn plan(weight: ArrayView4<'_, f32>, g: &Conv2dGeometry) -> Option<Separable
     let mut vs = Vec::with_capacity(g.c_out * g.k_w);
     for o in 0..g.c_out {
         let k = weight.slice(ndarray::s![o, 0, .., ..]);
-        let kernel = Kernel2d {
-            k_h: g.k_h,
-            k_w: g.k_w,
-            weights: k.iter().copied().collect(),
-        };
-        let (u, v) = rank1_factors(&kernel)?;
+        let weights: Vec<f32> = k.iter().copied().collect();
+        let (u, v) = rank1_factors(&weights, g.k_h, g.k_w)?;
         let (u, v): (Vec<f32>, Vec<f32>) = (
             u.iter().map(|&x| x as f32).collect(),
             v.iter().map(|&x| x as f32).collect(),
@@ -137,6 +131,53 @@ pub(crate) struct SepArgs<'a> {
     border: &'a [(usize, Option<usize>)],
 }
 
+// SAFETY: `fused_band` writes every output column of every row (one tile loop over
+// `0 .. out_w`, or every column one by one at stride > 1).
+#[allow(unsafe_code)]
+unsafe impl Bands for SepArgs<'_> {
+    #[inline(always)]
+    fn band<const FMA: bool, const TILE: usize>(&self, i0: usize, out: &mut [Out]) {
+        fused_band::<FMA, TILE>(self, i0, out)
+    }
+}
+
+/// Relative tolerance of the rank-1 test in [`rank1_factors`].
+const SEPARABLE_RTOL: f64 = 1e-6;
+
+/// Factors a `h × w` kernel (row-major `weights`) as `K ≈ u · vᵀ` (column `u` of length `k_h`, row `v` of
+/// length `k_w`), if it is rank-1.
+///
+/// Uses the largest-magnitude weight `K[r][c]` as pivot: `u_i = K[i][c]`,
+/// `v_j = K[r][j] / K[r][c]`, and accepts when every reconstructed weight is
+/// within `SEPARABLE_RTOL · max|K|` of the original (all in `f64`). An all-zero kernel
+/// factors as zeros. Returns `None` when not rank-1 or when `weights.len()`
+/// does not match `k_h * k_w`.
+pub fn rank1_factors(weights: &[f32], h: usize, w: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    if h.checked_mul(w)? != weights.len() || weights.is_empty() {
+        return None;
+    }
+    let at = |r: usize, c: usize| f64::from(weights[r * w + c]);
+    let (mut pr, mut pc, mut max) = (0, 0, 0.0_f64);
+    for r in 0..h {
+        for c in 0..w {
+            if at(r, c).abs() > max {
+                (pr, pc, max) = (r, c, at(r, c).abs());
+            }
+        }
+    }
+    if !max.is_finite() {
+        return None;
+    }
+    if max == 0.0 {
+        return Some((vec![0.0; h], vec![0.0; w]));
+    }
+    let u: Vec<f64> = (0..h).map(|r| at(r, pc)).collect();
+    let v: Vec<f64> = (0..w).map(|c| at(pr, c) / at(pr, pc)).collect();
+    let tol = SEPARABLE_RTOL * max;
+    let ok = (0..h).all(|r| (0..w).all(|c| (u[r] * v[c] - at(r, c)).abs() <= tol));
+    ok.then_some((u, v))
+}
+
 thread_local! {
     /// Per-thread row of vertical sums, padded: reused across rows, bands and calls.
     static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -146,11 +187,7 @@ thread_local! {
 /// (in L1), its padding columns from the padding mode, then the horizontal pass with the
 /// bias. Both passes keep `TILE` accumulators in registers.
 #[inline(always)]
-pub(crate) fn fused_band<const FMA: bool, const TILE: usize>(
-    a: &SepArgs<'_>,
-    i0: usize,
-    out: &mut [Out],
-) {
+fn fused_band<const FMA: bool, const TILE: usize>(a: &SepArgs<'_>, i0: usize, out: &mut [Out]) {
     let g = a.g;
     let (pl, w) = (g.padding[2], g.w);
     let (sw, dw, dh) = (g.stride[1], g.dilation[1], g.dilation[0]);
@@ -235,10 +272,10 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::conv::fast::tests::assert_close;
+    use crate::conv::conv2d_reference;
     use crate::conv::params::PaddingMode;
     use crate::conv::params::{Conv2dParams, Padding};
-    use crate::conv::{conv2d, conv2d_reference};
+    use crate::conv::testutil::assert_close;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -259,7 +296,7 @@ mod tests {
             let b = Array1::from_shape_simple_fn(c, &mut next);
             prop_assert!(plan(wt.view(), &g).is_some());
             let want = conv2d_reference(x.view(), wt.view(), Some(b.view()), &g);
-            let got = conv2d(x.view(), wt.view(), Some(b.view()), &g, &CancelToken::new()).unwrap();
+            let got = plan(wt.view(), &g).unwrap().run(x.view(), Some(b.view()), &g, &CancelToken::new()).unwrap();
             assert_close(&got, &want, &x, &wt, Some(&b), &g);
         }
     }

@@ -13,7 +13,7 @@
 use ndarray::{Array1, Array4, ArrayView4};
 
 use super::params::{Activation, Conv2dGeometry, Conv2dParams, SpecError};
-use super::{conv2d, CancelToken, Cancelled};
+use super::{conv2d, CancelToken, Cancelled, Conv2dPlan};
 
 /// One layer: its tensors and parameters.
 #[derive(Debug, Clone)]
@@ -91,6 +91,7 @@ pub fn receptive_fields(geoms: &[Conv2dGeometry]) -> Vec<ReceptiveField> {
 }
 
 /// Runs a planned stack: each layer's output (after its activation) feeds the next.
+/// Returns the output and, per layer, the algorithm plan that ran it.
 ///
 /// `geoms` must come from [`plan_stack`] for this input and these layers.
 ///
@@ -101,12 +102,13 @@ pub fn run_stack(
     layers: &[Conv2dLayer],
     geoms: &[Conv2dGeometry],
     cancel: &CancelToken,
-) -> Result<Array4<f32>, Cancelled> {
+) -> Result<(Array4<f32>, Vec<Conv2dPlan>), Cancelled> {
     assert_eq!(layers.len(), geoms.len());
     let mut current: Option<Array4<f32>> = None;
+    let mut plans = Vec::with_capacity(layers.len());
     for (layer, geom) in layers.iter().zip(geoms) {
         let x = current.as_ref().map_or(input.view(), |a| a.view());
-        let mut y = conv2d(
+        let (mut y, plan) = conv2d(
             x,
             layer.weight.view(),
             layer.bias.as_ref().map(|b| b.view()),
@@ -116,11 +118,12 @@ pub fn run_stack(
         if layer.activation == Activation::Relu {
             y.par_mapv_inplace(|v| v.max(0.0));
         }
+        plans.push(plan);
         if let Some(previous) = current.replace(y) {
             super::buffers::give(previous.into_raw_vec_and_offset().0);
         }
     }
-    Ok(current.unwrap_or_else(|| input.to_owned()))
+    Ok((current.unwrap_or_else(|| input.to_owned()), plans))
 }
 
 #[cfg(test)]

@@ -21,8 +21,8 @@ use super::spec::{
 use super::AppState;
 use crate::config::Limits;
 use crate::conv::{
-    buffers, receptive_fields, run_stack, Activation, Conv2dGeometry, Conv2dLayer, PaddingMode,
-    ReceptiveField,
+    buffers, receptive_fields, run_stack, Activation, Conv2dAlgo, Conv2dGeometry, Conv2dLayer,
+    PaddingMode, ReceptiveField,
 };
 use crate::error::{parse_json, ApiError};
 use crate::tensor::Tensor;
@@ -119,6 +119,10 @@ pub struct LayerSummary {
     pub jump: [u64; 2],
     /// Multiply-accumulates of this layer.
     pub macs: u64,
+    /// The algorithm that runs (or, in `/v1/conv2d/shape`, would run) this layer.
+    pub algorithm: Conv2dAlgo,
+    /// Why the plan chose it, with the cost model's estimates.
+    pub algorithm_reason: String,
 }
 
 /// Summaries of a planned stack, with activations.
@@ -127,8 +131,9 @@ pub fn summarize(geoms: &[Conv2dGeometry], activations: &[Activation]) -> Vec<La
         .into_iter()
         .zip(geoms)
         .zip(activations)
-        .map(
-            |((ReceptiveField { size, jump }, g), &activation)| LayerSummary {
+        .map(|((ReceptiveField { size, jump }, g), &activation)| {
+            let p = crate::conv::plan::plan(g);
+            LayerSummary {
                 input_shape: g.input_shape(),
                 weight_shape: g.weight_shape(),
                 output_shape: g.output_shape(),
@@ -142,8 +147,10 @@ pub fn summarize(geoms: &[Conv2dGeometry], activations: &[Activation]) -> Vec<La
                 receptive_field: size,
                 jump,
                 macs: g.macs(),
-            },
-        )
+                algorithm: p.algorithm,
+                algorithm_reason: p.reason,
+            }
+        })
         .collect()
 }
 
@@ -322,13 +329,20 @@ impl ConvJob {
         let geoms = plan([shape[0], shape[1], shape[2], shape[3]], &self.layers)?;
         check_limits(limits, &geoms)?;
         let activations: Vec<Activation> = self.layers.iter().map(|l| l.layer.activation).collect();
-        let report = ShapeReport::new(&geoms, &activations);
+        let mut report = ShapeReport::new(&geoms, &activations);
         let layers: Vec<Conv2dLayer> = self.layers.into_iter().map(|l| l.layer).collect();
-        let out = timings.time("conv", || {
-            run_stack(self.input.view(), &layers, &geoms, cancel)
-        });
+        let t = std::time::Instant::now();
+        let out = run_stack(self.input.view(), &layers, &geoms, cancel);
         buffers::recycle(self.input);
-        Ok((out.map_err(|_| cancelled())?, report))
+        let (out, plans) = out.map_err(|_| cancelled())?;
+        // The plans that ran (a direct layer becomes separable when its weights are rank-1).
+        for (summary, p) in report.layers.iter_mut().zip(&plans) {
+            summary.algorithm = p.algorithm;
+            summary.algorithm_reason.clone_from(&p.reason);
+        }
+        let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
+        timings.record_described("conv", t, algos.join("+"));
+        Ok((out, report))
     }
 }
 

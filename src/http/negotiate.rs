@@ -75,14 +75,25 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// Collects `Server-Timing` stages (`name;dur=ms`).
+/// Collects `Server-Timing` stages (`name;dur=ms`, or `name;desc="…";dur=ms`).
 #[derive(Debug, Default, Clone)]
-pub struct Timings(Vec<(&'static str, f64)>);
+pub struct Timings {
+    stages: Vec<(&'static str, f64)>,
+    /// Descriptions by stage index (the conv stage names the algorithms that ran).
+    descs: Vec<(usize, String)>,
+}
 
 impl Timings {
     /// Records a stage that started at `since`.
     pub fn record(&mut self, stage: &'static str, since: Instant) {
-        self.0.push((stage, since.elapsed().as_secs_f64() * 1e3));
+        self.stages
+            .push((stage, since.elapsed().as_secs_f64() * 1e3));
+    }
+
+    /// Records a stage with a description (a token: letters, digits, `_`, `+`).
+    pub fn record_described(&mut self, stage: &'static str, since: Instant, desc: String) {
+        self.record(stage, since);
+        self.descs.push((self.stages.len() - 1, desc));
     }
 
     /// Runs `f` and records it as `stage`.
@@ -95,15 +106,21 @@ impl Timings {
 
     /// The recorded stages: name and milliseconds.
     pub fn stages(&self) -> &[(&'static str, f64)] {
-        &self.0
+        &self.stages
     }
 
-    /// The header value, e.g. `parse;dur=0.12, conv;dur=3.40`.
+    /// The header value, e.g. `parse;dur=0.12, conv;desc="gemm_im2col";dur=3.40`.
     pub fn header(&self) -> HeaderValue {
         let s = self
-            .0
+            .stages
             .iter()
-            .map(|(n, d)| format!("{n};dur={d:.3}"))
+            .enumerate()
+            .map(
+                |(i, (n, d))| match self.descs.iter().find(|(j, _)| *j == i) {
+                    Some((_, desc)) => format!("{n};desc=\"{desc}\";dur={d:.3}"),
+                    None => format!("{n};dur={d:.3}"),
+                },
+            )
             .collect::<Vec<_>>()
             .join(", ");
         HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(""))

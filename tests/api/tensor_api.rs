@@ -367,3 +367,88 @@ async fn the_compute_budget_is_enforced_before_computing() {
     assert_eq!(b["limit"], 10);
     assert_eq!(b["actual"], 16);
 }
+
+/// A layer `[c_out, c_in, k, k]` of ones-ish values as nested JSON, and its input.
+fn layer_request(input: [usize; 4], weight: [usize; 4], extra: Value) -> Value {
+    let n_in: usize = input.iter().product();
+    let n_w: usize = weight.iter().product();
+    let mut body = json!({
+        "input": {"shape": input, "data": (0..n_in).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>()},
+        "weight": {"shape": weight, "data": (0..n_w).map(|i| (i % 5) as f32 - 2.0).collect::<Vec<_>>()},
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test]
+async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timing() {
+    let app = spawn_app().await;
+    // (input, weight, params, algorithm): one per class of layer.
+    let cases = [
+        ([1, 16, 12, 12], [32, 16, 1, 1], json!({}), "gemm_pointwise"),
+        (
+            [1, 3, 40, 40],
+            [16, 3, 7, 7],
+            json!({"stride": 2, "padding": 3}),
+            "gemm_im2col",
+        ),
+        (
+            [1, 8, 20, 20],
+            [8, 1, 3, 3],
+            json!({"groups": 8, "stride": 2, "padding": 1}),
+            "phased",
+        ),
+        (
+            [1, 1, 30, 300],
+            [1, 1, 3, 3],
+            json!({"padding": 1}),
+            "direct",
+        ),
+    ];
+    for (input, weight, params, algo) in cases {
+        let res = app
+            .conv2d(&layer_request(input, weight, params.clone()))
+            .await;
+        assert_eq!(res.status(), 200);
+        let timing = res.headers()["server-timing"].to_str().unwrap().to_string();
+        assert!(
+            timing.contains(&format!("conv;desc=\"{algo}\";dur=")),
+            "{timing}"
+        );
+        let b: Value = res.json().await.unwrap();
+        assert_eq!(b["layers"][0]["algorithm"], algo, "{input:?} {weight:?}");
+        assert!(!b["layers"][0]["algorithm_reason"]
+            .as_str()
+            .unwrap()
+            .is_empty());
+        let mut shape = json!({"input_shape": input, "weight_shape": weight});
+        for (k, v) in params.as_object().unwrap() {
+            shape[k] = v.clone();
+        }
+        let s: Value = app.conv2d_shape(&shape).await.json().await.unwrap();
+        assert_eq!(s["layers"][0]["algorithm"], algo);
+    }
+    // A rank-1 5×5 kernel planned as a direct kernel runs as two 1-D passes.
+    let mut body = layer_request([1, 1, 30, 300], [1, 1, 5, 5], json!({"padding": 2}));
+    body["weight"]["data"] = json!(vec![1.0; 25]);
+    let res = app.conv2d(&body).await;
+    assert!(res.headers()["server-timing"]
+        .to_str()
+        .unwrap()
+        .contains("conv;desc=\"separable\""));
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(b["layers"][0]["algorithm"], "separable");
+    // A stack names every layer's algorithm in order.
+    let res = app
+        .conv2d(&json!({"input": {"shape": [1, 16, 24, 24], "data": vec![1.0f32; 16 * 24 * 24]},
+                        "layers": [{"weight": {"shape": [32, 16, 1, 1], "data": vec![1.0f32; 512]}},
+                                   {"weight": {"shape": [32, 1, 3, 3], "data": vec![0.5f32; 288]}, "groups": 32, "stride": 2}]}))
+        .await;
+    let timing = res.headers()["server-timing"].to_str().unwrap().to_string();
+    assert!(
+        timing.contains("conv;desc=\"gemm_pointwise+phased\""),
+        "{timing}"
+    );
+}

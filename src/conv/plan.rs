@@ -1,0 +1,305 @@
+//! The algorithm plan: which implementation runs a layer, chosen by a cost model written
+//! down here and nowhere else.
+//!
+//! Every algorithm computes the same function (each is property-tested against
+//! [`super::reference`]); they differ in where the time goes:
+//!
+//! | algorithm | how | pays |
+//! |---|---|---|
+//! | [`Conv2dAlgo::Direct`] | register tiles over input rows read in place | no reuse across output channels; scalar below a tile or at stride > 1 |
+//! | [`Conv2dAlgo::Phased`] | register tiles over padded, stride-phase-split rows | one copy of the band's input per output channel |
+//! | [`Conv2dAlgo::Separable`] | rank-1 kernel as a vertical then a horizontal 1-D pass | needs `c_in/groups = 1` and a rank-1 kernel (from 5×5) |
+//! | [`Conv2dAlgo::GemmPointwise`] | 1×1 layer as one GEMM on the NCHW planes | a subsampled copy at stride > 1 |
+//! | [`Conv2dAlgo::GemmIm2col`] | GEMM over column blocks gathered from padded planes | the gather (`K` floats per output pixel) and one padded plane |
+//!
+//! The model estimates each candidate's time on one core from the layer's shape with the
+//! rates below (measured on the reference machine, see README "Performance") and picks
+//! the cheapest. GEMMs are fast per multiply-add but waste their register tile when a
+//! group has few output channels (`m_eff`), and pay for the gather; direct kernels have
+//! no gather but read every input once per output channel. The choice depends on shapes
+//! only, so `/v1/conv2d/shape` reports the same plan a request gets, except that a layer
+//! planned as a direct kernel runs as [`Conv2dAlgo::Separable`] when its weights turn out
+//! to be rank-1 ([`plan_with_weights`]).
+
+use std::fmt;
+
+use super::params::Conv2dGeometry;
+
+/// An implementation of the convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conv2dAlgo {
+    /// In-place register-tiled direct convolution ([`super::direct`]).
+    Direct,
+    /// Direct convolution over padded, phase-split rows ([`super::phased`]).
+    Phased,
+    /// Two fused 1-D passes for rank-1 kernels ([`super::separable`]).
+    Separable,
+    /// GEMM straight on the input planes, 1×1 kernels ([`super::gemm`]).
+    GemmPointwise,
+    /// GEMM over gathered column blocks ([`super::gemm`]).
+    GemmIm2col,
+}
+
+impl Conv2dAlgo {
+    /// Every algorithm.
+    pub const ALL: [Self; 5] = [
+        Self::Direct,
+        Self::Phased,
+        Self::Separable,
+        Self::GemmPointwise,
+        Self::GemmIm2col,
+    ];
+
+    /// The name used in reports and `Server-Timing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Phased => "phased",
+            Self::Separable => "separable",
+            Self::GemmPointwise => "gemm_pointwise",
+            Self::GemmIm2col => "gemm_im2col",
+        }
+    }
+
+    /// Whether this algorithm can run `g` with weights of any value (separable also needs
+    /// rank-1 weights; see [`plan_with_weights`]).
+    pub fn supports(self, g: &Conv2dGeometry) -> bool {
+        match self {
+            Self::Direct | Self::Phased | Self::GemmIm2col => true,
+            Self::Separable => g.c_in == g.groups,
+            Self::GemmPointwise => super::gemm::pointwise_ok(g),
+        }
+    }
+}
+
+impl fmt::Display for Conv2dAlgo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The chosen algorithm for one layer, and why.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Conv2dPlan {
+    /// What runs.
+    pub algorithm: Conv2dAlgo,
+    /// One sentence: the deciding property and the model's estimates.
+    pub reason: String,
+}
+
+/// Sustained multiply-adds per second and core of the GEMM kernel at full register tiles
+/// (the `gemm` crate reaches 43–57 G on these shapes).
+const GEMM_MACS: f64 = 45e9;
+/// Output channels per group that fill the GEMM's register tile.
+const GEMM_FULL_M: f64 = 16.0;
+/// Floats per second and core gathered into a column block (runs of `out_w` floats).
+const GATHER: f64 = 3e9;
+/// Floats per second and core written into padded planes.
+const PAD: f64 = 1.5e9;
+/// Fixed cost of one GEMM call (packing, dispatch), seconds.
+const GEMM_CALL: f64 = 2e-6;
+/// Direct in-place kernel, stride 1, full tiles (`out_w` ≥ its 128-wide tile).
+const DIRECT_WIDE_MACS: f64 = 16e9;
+/// Direct in-place kernel on rows narrower than a tile (short, variable-length tiles).
+const DIRECT_NARROW_MACS: f64 = 5e9;
+/// Direct in-place kernel at horizontal stride > 1 (scalar gathers).
+const DIRECT_STRIDED_MACS: f64 = 2e9;
+/// Phased kernel with full tiles.
+const PHASED_MACS: f64 = 14e9;
+/// Tile width (AVX-512) the in-place kernel needs for its fast path.
+const DIRECT_TILE: usize = 128;
+
+/// Estimated seconds on one core for `algo` on `g`, or None if it cannot run it.
+pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
+    if !algo.supports(g) || algo == Conv2dAlgo::Separable {
+        return None;
+    }
+    let macs = g.macs() as f64;
+    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
+    let (n, pixels) = (g.n as f64, (g.out_h * g.out_w) as f64);
+    let k = (cpg * g.k_h * g.k_w) as f64;
+    let m_eff = (opg as f64 / GEMM_FULL_M).min(1.0);
+    let padded =
+        (g.c_in * (g.h + g.padding[0] + g.padding[1]) * (g.w + g.padding[2] + g.padding[3])) as f64;
+    let calls = n * g.groups as f64 * (pixels * k * 4.0 / (512.0 * 1024.0)).ceil().max(1.0);
+    Some(match algo {
+        Conv2dAlgo::GemmPointwise => {
+            let gather = if g.stride == [1, 1] {
+                0.0
+            } else {
+                n * g.c_in as f64 * pixels
+            };
+            macs / (GEMM_MACS * m_eff) + gather / GATHER + calls * GEMM_CALL
+        }
+        Conv2dAlgo::GemmIm2col => {
+            let gather = n * g.groups as f64 * k * pixels;
+            macs / (GEMM_MACS * m_eff) + gather / GATHER + n * padded / PAD + calls * GEMM_CALL
+        }
+        Conv2dAlgo::Direct => {
+            let rate = if g.stride[1] > 1 {
+                DIRECT_STRIDED_MACS
+            } else if g.out_w >= DIRECT_TILE {
+                DIRECT_WIDE_MACS
+            } else {
+                DIRECT_NARROW_MACS
+            };
+            macs / rate
+        }
+        Conv2dAlgo::Phased => {
+            let tile = [16, 32, 64]
+                .into_iter()
+                .find(|&t| g.out_w <= t)
+                .unwrap_or(DIRECT_TILE);
+            let util = g.out_w as f64 / g.out_w.next_multiple_of(tile) as f64;
+            // Each output channel copies its group's padded input once.
+            let copies = n * g.c_out as f64 * cpg as f64 * padded / g.c_in as f64;
+            macs / (PHASED_MACS * util) + copies / PAD
+        }
+        Conv2dAlgo::Separable => unreachable!("excluded above"),
+    })
+}
+
+/// The plan for `g` from its shape alone: the candidate with the lowest estimate.
+pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
+    let mut est: Vec<(Conv2dAlgo, f64)> = Conv2dAlgo::ALL
+        .into_iter()
+        .filter_map(|a| estimate(a, g).map(|t| (a, t)))
+        .collect();
+    est.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let algorithm = est[0].0;
+    let opg = g.c_out / g.groups;
+    let why = match algorithm {
+        Conv2dAlgo::GemmPointwise => format!(
+            "1x1 without padding: one GEMM over the input planes, {opg} output channels per group share each input column"
+        ),
+        Conv2dAlgo::GemmIm2col => format!(
+            "{opg} output channels per group share each gathered column of {} inputs",
+            g.c_in / g.groups * g.k_h * g.k_w
+        ),
+        Conv2dAlgo::Direct => format!(
+            "{opg} output channel(s) per group on {}-wide rows at stride 1: register tiles over rows read in place",
+            g.out_w
+        ),
+        Conv2dAlgo::Phased => format!(
+            "{opg} output channel(s) per group{}: register tiles over padded, phase-split rows",
+            if g.stride[1] > 1 { format!(", stride {}", g.stride[1]) } else { format!(", {}-wide rows", g.out_w) }
+        ),
+        Conv2dAlgo::Separable => unreachable!("not a shape-only candidate"),
+    };
+    let estimates = est
+        .iter()
+        .map(|(a, t)| format!("{a} {}", fmt_secs(*t / threads())))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Conv2dPlan {
+        algorithm,
+        reason: format!("{why} (estimates: {estimates})"),
+    }
+}
+
+/// The plan for `g` with its weights: [`plan`], upgraded to [`Conv2dAlgo::Separable`]
+/// (with its factors) when the plan is a direct kernel and every output channel's kernel
+/// is exactly rank-1 and large enough for two passes to pay.
+pub fn plan_with_weights(
+    g: &Conv2dGeometry,
+    weight: ndarray::ArrayView4<'_, f32>,
+) -> (Conv2dPlan, Option<super::separable::SeparablePlan>) {
+    let p = plan(g);
+    if matches!(p.algorithm, Conv2dAlgo::Direct | Conv2dAlgo::Phased) {
+        if let Some(sep) = super::separable::plan(weight, g) {
+            let reason = format!(
+                "rank-1 {}x{} kernel: a vertical and a horizontal pass, {} multiply-adds per output instead of {}",
+                g.k_h,
+                g.k_w,
+                g.k_h + g.k_w,
+                g.k_h * g.k_w
+            );
+            return (
+                Conv2dPlan {
+                    algorithm: Conv2dAlgo::Separable,
+                    reason,
+                },
+                Some(sep),
+            );
+        }
+    }
+    (p, None)
+}
+
+fn threads() -> f64 {
+    rayon::current_num_threads() as f64
+}
+
+fn fmt_secs(s: f64) -> String {
+    if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} us", s * 1e6)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::params::{Conv2dParams, Padding};
+
+    fn geom(
+        input: [usize; 4],
+        weight: [usize; 4],
+        stride: usize,
+        pad: usize,
+        groups: usize,
+    ) -> Conv2dGeometry {
+        let p = Conv2dParams {
+            stride: [stride; 2],
+            padding: Padding::Explicit([pad; 4]),
+            groups,
+            ..Default::default()
+        };
+        Conv2dGeometry::new(input, weight, None, &p).unwrap()
+    }
+
+    #[test]
+    fn classes_of_layers_get_their_algorithm() {
+        use Conv2dAlgo::*;
+        let cases = [
+            // image filters: one output per group on wide rows
+            (geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1), Direct),
+            (geom([1, 3, 1080, 1920], [1, 3, 3, 3], 1, 0, 1), Direct),
+            (geom([1, 3, 1080, 1920], [3, 1, 5, 5], 1, 2, 3), Direct),
+            // CNN layers
+            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), GemmIm2col),
+            (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), GemmIm2col),
+            (
+                geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1),
+                GemmIm2col,
+            ),
+            (
+                geom([1, 64, 56, 56], [256, 64, 1, 1], 1, 0, 1),
+                GemmPointwise,
+            ),
+            (
+                geom([1, 256, 56, 56], [512, 256, 1, 1], 2, 0, 1),
+                GemmPointwise,
+            ),
+            (geom([1, 144, 56, 56], [144, 1, 3, 3], 1, 1, 144), Phased),
+            (geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96), Phased),
+        ];
+        for (g, want) in cases {
+            let p = plan(&g);
+            assert_eq!(p.algorithm, want, "{g:?}: {}", p.reason);
+        }
+    }
+
+    #[test]
+    fn every_plan_is_an_algorithm_that_supports_the_layer() {
+        use crate::conv::testutil::random_case;
+        for seed in 0..200 {
+            let (_, _, _, g) = random_case(seed);
+            let p = plan(&g);
+            assert!(p.algorithm.supports(&g), "{g:?} → {:?}", p.algorithm);
+            assert!(!p.reason.is_empty());
+        }
+    }
+}
