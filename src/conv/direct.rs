@@ -153,7 +153,7 @@ impl Plan {
         let c_per_group = g.c_in / g.groups;
         let row_macs = (g.out_w * c_per_group * g.k_h * g.k_w).max(1);
         Self {
-            band_rows: (TASK_MACS / row_macs).clamp(1, g.out_h),
+            band_rows: (TASK_MACS / row_macs).max(1),
             lo,
             hi,
             border_cols,

@@ -30,7 +30,11 @@ pub const TILE: usize = 64;
 pub(crate) const TASK_MACS: usize = 1 << 19;
 
 /// Computes every output plane `p = b·c_out + o` with the bands of `args(p)`, in
-/// parallel over planes × row bands, checking `cancel` before every band.
+/// parallel, checking `cancel` before every task.
+///
+/// A task is `task_rows` output rows: a band of one plane when a plane has more rows,
+/// else several whole planes (depthwise layers on 28×28 planes would otherwise make
+/// thousands of microsecond tasks, where scheduling cost more than the work).
 ///
 /// The output comes from [`buffers`] and is not zero-filled first (that fill was a
 /// quarter of W1): the bands partition each plane and every [`Bands`] implementation
@@ -38,32 +42,53 @@ pub(crate) const TASK_MACS: usize = 1 << 19;
 pub(crate) fn run<B: Bands>(
     isa: Isa,
     g: &Conv2dGeometry,
-    band_rows: usize,
+    task_rows: usize,
     cancel: &CancelToken,
     args: impl Fn(usize) -> B + Sync,
 ) -> Result<Array4<f32>, Cancelled> {
     let plane = g.out_h * g.out_w;
     let len = g.n * g.c_out * plane;
     let mut out = buffers::take(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(plane)
-        .enumerate()
-        .try_for_each(|(p, out_plane)| {
-            let args = args(p);
-            out_plane
-                .par_chunks_mut(band_rows * g.out_w)
-                .enumerate()
-                .try_for_each(|(band, rows)| {
-                    if cancel.is_cancelled() {
-                        return Err(Cancelled);
-                    }
-                    self::band(isa, &args, band * band_rows, rows);
-                    Ok(())
-                })
-        })?;
-    // SAFETY: not cancelled, so every band ran; the bands partition every plane and
-    // every `Bands` implementation writes every element of its rows (its contract), so
-    // the first `len` elements are initialised.
+    // Whole planes per task, but never fewer than four tasks per thread.
+    let planes = g.n * g.c_out;
+    let planes_per_task = (task_rows / g.out_h)
+        .min(planes / (4 * rayon::current_num_threads()))
+        .max(1);
+    if planes_per_task > 1 {
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(planes_per_task * plane)
+            .enumerate()
+            .try_for_each(|(t, planes)| {
+                if cancel.is_cancelled() {
+                    return Err(Cancelled);
+                }
+                for (i, out_plane) in planes.chunks_exact_mut(plane).enumerate() {
+                    self::band(isa, &args(t * planes_per_task + i), 0, out_plane);
+                }
+                Ok(())
+            })?;
+    } else {
+        let band_rows = task_rows.clamp(1, g.out_h);
+        out.spare_capacity_mut()[..len]
+            .par_chunks_mut(plane)
+            .enumerate()
+            .try_for_each(|(p, out_plane)| {
+                let args = args(p);
+                out_plane
+                    .par_chunks_mut(band_rows * g.out_w)
+                    .enumerate()
+                    .try_for_each(|(band, rows)| {
+                        if cancel.is_cancelled() {
+                            return Err(Cancelled);
+                        }
+                        self::band(isa, &args, band * band_rows, rows);
+                        Ok(())
+                    })
+            })?;
+    }
+    // SAFETY: not cancelled, so every task ran; the tasks partition the output into whole
+    // planes or bands of rows, and every `Bands` implementation writes every element of
+    // its rows (its contract), so the first `len` elements are initialised.
     unsafe { out.set_len(len) };
     Ok(Array4::from_shape_vec(g.output_shape(), out).expect("length matches the shape"))
 }

@@ -60,7 +60,9 @@ impl PhaseLayout {
     }
 
     /// Writes padded row `r` of the channel `plane` (`[h, w]` row-major) into `dst`
-    /// (`row_len()` floats).
+    /// (`row_len()` floats). Inlined so that a kernel compiled for AVX-512 copies and
+    /// deinterleaves with AVX-512 too.
+    #[inline(always)]
     pub fn fill_row(&self, plane: &[f32], r: usize, dst: &mut [f32]) {
         debug_assert_eq!(dst.len(), self.row_len());
         let Some(y) = self.source_row(r) else {

@@ -75,7 +75,7 @@ pub(crate) fn conv2d_phased_isa(
         g.out_w.next_multiple_of(tile) + (eff_w - 1) / g.stride[1],
     );
     let row_macs = (g.out_w * taps).max(1);
-    let band_rows = (TASK_MACS / row_macs).clamp(1, g.out_h);
+    let band_rows = (TASK_MACS / row_macs).max(1);
     let group_len = cpg * g.h * g.w;
     isa::run(isa, &g, band_rows, cancel, |p| {
         let (b, o) = (p / g.c_out, p % g.c_out);

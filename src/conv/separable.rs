@@ -99,7 +99,7 @@ impl SeparablePlan {
             })
             .collect();
         let row_macs = (g.out_w * (g.k_h + g.k_w)).max(1);
-        let band_rows = (TASK_MACS / row_macs).clamp(1, g.out_h);
+        let band_rows = (TASK_MACS / row_macs).max(1);
         let plane = g.h * g.w;
         isa::run(isa::detect(), g, band_rows, cancel, |p| {
             let (b, o) = (p / g.c_out, p % g.c_out);
