@@ -60,7 +60,7 @@ pub fn pointwise_ok(g: &Conv2dGeometry) -> bool {
 
 /// Bytes of one gathered column block (`K × nb` floats): about a quarter of a core's L2,
 /// so the block, the packed weights and the output block stay there.
-const COLS_BYTES: usize = 512 << 10;
+const COLS_BYTES: usize = 2 << 20;
 
 /// Blocks per thread to aim for, so that uneven blocks still balance.
 const BLOCKS_PER_THREAD: usize = 4;
@@ -143,6 +143,15 @@ pub fn conv2d_gemm(
             let chan_len = hp * layout.row_len();
             let mut plane = super::buffers::take(g.c_in * chan_len);
             plane.resize(g.c_in * chan_len, 0.0);
+            // A plane small enough for one column block but split by output channels
+            // (7×7 layers) is gathered once, in parallel by channel, and shared by the row
+            // blocks, rather than once per row block.
+            let shared = split.cols.len() == 1 && split.rows.len() > g.groups;
+            let taps = g.k_h * g.k_w;
+            let mut b_all = Vec::new();
+            if shared {
+                b_all.resize(g.c_in * taps * p_len, 0.0);
+            }
             for img in 0..g.n {
                 if cancel.is_cancelled() {
                     return Err(Cancelled);
@@ -156,6 +165,14 @@ pub fn conv2d_gemm(
                             layout.fill_row(src, r, row);
                         }
                     });
+                if shared {
+                    b_all
+                        .par_chunks_mut(taps * p_len)
+                        .zip(plane.par_chunks(chan_len))
+                        .for_each(|(dst, pc)| {
+                            gather_im2col(&g, &layout, pc, chan_len, 0, p_len, dst);
+                        });
+                }
                 let blocks = out.blocks(img..img + 1, &split.rows, &split.cols);
                 blocks.into_par_iter().try_for_each(|mut blk| {
                     if cancel.is_cancelled() {
@@ -164,6 +181,11 @@ pub fn conv2d_gemm(
                     let (_, o0, rows, p0, cols) = blk.position();
                     let grp = o0 / opg;
                     let a = &wt[o0 * k..(o0 + rows) * k];
+                    if shared {
+                        blk.gemm(a, k, &b_all[grp * k * p_len..][..k * p_len], p_len, k);
+                        blk.add_bias(bias_of(o0, rows));
+                        return Ok(());
+                    }
                     let pg = &plane[grp * cpg * chan_len..][..cpg * chan_len];
                     COLS.with_borrow_mut(|buf| {
                         buf.resize(k * cols, 0.0);
@@ -253,8 +275,9 @@ fn gather_pointwise(g: &Conv2dGeometry, x: &[f32], p0: usize, cols: usize, dst: 
     }
 }
 
-/// Gathers columns `p0 .. p0 + cols` of `B` from the group's padded, phase-split planes
-/// (`chan_len` floats per channel) into `dst [K, cols]`, row `(c, u, v)` by row.
+/// Gathers columns `p0 .. p0 + cols` of `B` from padded, phase-split planes (`chan_len`
+/// floats per channel) into `dst [channels·k_h·k_w, cols]`, row `(c, u, v)` by row, for
+/// as many channels as `dst` holds rows for.
 fn gather_im2col(
     g: &Conv2dGeometry,
     layout: &PhaseLayout,
@@ -267,8 +290,9 @@ fn gather_im2col(
     let (sh, sw) = (g.stride[0], g.stride[1]);
     let (dh, dw) = (g.dilation[0], g.dilation[1]);
     let (row_len, wq) = (layout.row_len(), layout.wq);
+    let channels = dst.len() / (cols * g.k_h * g.k_w);
     let mut rows = dst.chunks_exact_mut(cols);
-    for c in 0..g.c_in / g.groups {
+    for c in 0..channels {
         let plane = &planes[c * chan_len..][..chan_len];
         for u in 0..g.k_h {
             for v in 0..g.k_w {
