@@ -333,6 +333,10 @@ impl ConvJob {
         let layers: Vec<Conv2dLayer> = self.layers.into_iter().map(|l| l.layer).collect();
         let t = std::time::Instant::now();
         let out = run_stack(self.input.view(), &layers, &geoms, cancel);
+        if let Ok((_, plans)) = &out {
+            let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
+            timings.record_described("conv", t, algos.join("+"));
+        }
         buffers::recycle(self.input);
         let (out, plans) = out.map_err(|_| cancelled())?;
         // The plans that ran (a direct layer becomes separable when its weights are rank-1).
@@ -340,8 +344,6 @@ impl ConvJob {
             summary.algorithm = p.algorithm;
             summary.algorithm_reason.clone_from(&p.reason);
         }
-        let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
-        timings.record_described("conv", t, algos.join("+"));
         Ok((out, report))
     }
 }
