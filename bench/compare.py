@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""convd against its peers on the same machine, in one run.
+"""convd against its peers on the same machine, in one run: the end-to-end image pipeline.
+
+The layer zoo and the image filters W1-W6 are measured by zoo_compare.py, with each peer
+in its own process and alternating rounds; run this with --e2e-only for the pipeline.
 
 Runs the workloads W1-W6 of the performance issue through a release convd (the
 convolution time as the server reports it in `Server-Timing: conv`), the same
@@ -200,12 +203,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--convd", default=os.path.join(ROOT, "target", "release", "convd"))
     ap.add_argument("--reps", type=int, default=15)
+    ap.add_argument("--e2e-only", action="store_true",
+                    help="only the end-to-end image pipeline (the layers and W1-W6 are in zoo_compare.py)")
     args = ap.parse_args()
     proc, port = start_convd(args.convd)
     rng = np.random.default_rng(0)
     rows = []
     try:
-        for wid, xs, ws, pad, groups, target, note in WORKLOADS:
+        for wid, xs, ws, pad, groups, target, note in ([] if args.e2e_only else WORKLOADS):
             x = rng.random(xs, dtype=np.float32)
             w = np.full(ws, 1 / 25, np.float32) if wid == "W2" else rng.random(ws, dtype=np.float32)
             macs = np.prod(ws[1:]) * ws[0] * xs[0] * (xs[2] + 2 * pad - ws[2] + 1) * (xs[3] + 2 * pad - ws[3] + 1)
