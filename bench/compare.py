@@ -29,6 +29,8 @@ import urllib.request
 
 import numpy as np
 
+from zoo_compare import multipart, npy_bytes  # one request builder for both scripts
+
 try:
     import cv2
 except ImportError:  # pragma: no cover
@@ -56,24 +58,6 @@ WORKLOADS = [
     ("W5", (1, 1, 1080, 1920), (1, 1, 15, 15), 7, 1, 0.5, "15x15 dense"),
     ("W6", (1, 3, 1080, 1920), (3, 1, 5, 5), 2, 3, 0.4, "depthwise 5x5"),
 ]
-
-
-def npy_bytes(a):
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(a, dtype=np.float32))
-    return buf.getvalue()
-
-
-def multipart(parts):
-    boundary = "convdbench%d" % time.time_ns()
-    out = io.BytesIO()
-    for name, data, ctype in parts:
-        out.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}\"\r\n"
-                  f"Content-Type: {ctype}\r\n\r\n".encode())
-        out.write(data)
-        out.write(b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 def post(url, body, ctype, accept):
