@@ -3,7 +3,8 @@
 //! and images.
 //!
 //! # Layout
-//! - [`conv`]: the pure compute core (params, reference oracle, fast path, stacks, presets).
+//! - [`conv`]: the pure compute core (params, reference oracle, algorithm plan and its
+//!   algorithms, stacks, presets).
 //! - [`tensor`], [`npy`]: tensors from JSON and NumPy files.
 //! - [`codec`]: image decode (limits, colour → tensor) and encode (PNG, montage, zip).
 //! - [`worker`]: the [`ComputePool`](worker::ComputePool), the only place CPU work runs.
