@@ -228,3 +228,45 @@ pub fn cancelled() -> ApiError {
         "the computation was cancelled",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use rayon::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn kept_awake_threads_do_the_jobs_work_and_let_go_when_it_ends() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for _ in 0..50 {
+            let ran = AtomicUsize::new(0);
+            pool.install(|| {
+                let _awake = KeepAwake::start();
+                // Parallel work while the other thread sits in `yield_now`: it must run.
+                (0..64).into_par_iter().for_each(|_| {
+                    ran.fetch_add(1, Ordering::Relaxed);
+                });
+            });
+            assert_eq!(ran.load(Ordering::Relaxed), 64);
+        }
+        // The spinners end with their jobs, not after KEEP_AWAKE_MAX of idling: 50 short
+        // jobs and a join that needs both threads finish well within 50 × that.
+        let start = Instant::now();
+        for _ in 0..50 {
+            pool.install(|| {
+                let _awake = KeepAwake::start();
+            });
+            pool.install(|| rayon::join(|| (), || ()));
+        }
+        assert!(
+            start.elapsed() < KEEP_AWAKE_MAX * 10,
+            "{:?}",
+            start.elapsed()
+        );
+    }
+}
