@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
-# Builds convd (release), makes bench/.venv with the peers from PyPI (pinned), then runs
-# bench/zoo_compare.py (the layer zoo and W1-W6 against ONNX Runtime and OpenCV, each in
-# its own process, alternating rounds; arguments are passed to it) and the end-to-end image
-# pipeline of bench/compare.py. WITH_PADDLE=1 adds paddlepaddle to compare.py's E2E venv.
-# Run it on a quiet machine: zoo_compare.py warns when the load average is above 0.5.
+# convd against ONNX Runtime, OpenCV (and PaddlePaddle) on this machine:
+#   1. builds the release convd (SKIP_BUILD=1 skips it; pass --convd PATH for another binary);
+#   2. makes bench/.venv with the peers, pinned (WITH_PADDLE=1 adds paddlepaddle, ~1 GB);
+#   3. runs bench/compare.py with this script's arguments, e.g.
+#        bench/run_compare.sh --rounds 7 --reps 5 --only stem,dw3 --no-e2e
+#      (Markdown table on stdout, raw figures in bench/results/compare-<UTC time>.json).
+# Run it on a quiet machine: compare.py warns when the load average is above 0.5 or a
+# cargo/rustc process is running.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --bin convd
-python3 -m venv bench/.venv
-bench/.venv/bin/pip install -q numpy==2.4.6 opencv-python-headless==5.0.0.93 onnx==1.23.2 onnxruntime==1.32.0
-if [ "${WITH_PADDLE:-0}" = 1 ]; then bench/.venv/bin/pip install -q paddlepaddle; fi
-mkdir -p bench/data
+
+NUMPY=2.4.6
+OPENCV=5.0.0.93          # opencv-python-headless
+ONNX=1.23.2
+ONNXRUNTIME=1.32.0
+PADDLE=3.3.1             # paddlepaddle (CPU), only with WITH_PADDLE=1
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  cargo build --release --bin convd
+fi
+
+[ -x bench/.venv/bin/python ] || python3 -m venv bench/.venv
+pip=(bench/.venv/bin/python -m pip install -q --disable-pip-version-check)
+"${pip[@]}" "numpy==$NUMPY" "opencv-python-headless==$OPENCV" "onnx==$ONNX" "onnxruntime==$ONNXRUNTIME"
+if [ "${WITH_PADDLE:-0}" = 1 ]; then
+  "${pip[@]}" "paddlepaddle==$PADDLE"
+fi
+
+mkdir -p bench/data bench/results
 [ -f bench/data/astronaut_1080p.png ] || cp ../shared/fixtures/images/astronaut_1080p.png bench/data/ 2>/dev/null \
-  || { echo "bench/data/astronaut_1080p.png missing" >&2; exit 1; }
-sleep 5   # let the build's load settle
-bench/.venv/bin/python bench/zoo_compare.py "$@"
-exec bench/.venv/bin/python bench/compare.py --e2e-only
+  || { echo "bench/data/astronaut_1080p.png missing (needed by the end-to-end section; --no-e2e skips it)" >&2; }
+
+[ "${SKIP_BUILD:-0}" = 1 ] || sleep 5   # let the build's load settle
+exec bench/.venv/bin/python bench/compare.py "$@"
