@@ -131,10 +131,8 @@ pub fn conv2d_gemm(
                 if g.stride == [1, 1] {
                     blk.gemm(a, k, &xg[p0..], g.h * g.w, k);
                 } else {
-                    COLS.with_borrow_mut(|buf| {
-                        buf.resize(k * cols, 0.0);
-                        gather_pointwise(&g, xg, p0, cols, buf);
-                        blk.gemm(a, k, buf, cols, k);
+                    gemm_gathered(&mut blk, a, k, cols, |buf| {
+                        gather_pointwise(&g, xg, p0, cols, buf)
                     });
                 }
                 blk.add_bias(bias_of(o0, rows));
@@ -191,10 +189,8 @@ pub fn conv2d_gemm(
                         return Ok(());
                     }
                     let pg = &plane[grp * cpg * chan_len..][..cpg * chan_len];
-                    COLS.with_borrow_mut(|buf| {
-                        buf.resize(k * cols, 0.0);
-                        gather_im2col(&g, &layout, pg, chan_len, p0, cols, buf);
-                        blk.gemm(a, k, buf, cols, k);
+                    gemm_gathered(&mut blk, a, k, cols, |buf| {
+                        gather_im2col(&g, &layout, pg, chan_len, p0, cols, buf)
                     });
                     blk.add_bias(bias_of(o0, rows));
                     Ok(())
@@ -204,6 +200,22 @@ pub fn conv2d_gemm(
         }
     }
     Ok(out.finish(g.output_shape()))
+}
+
+/// `blk := A[m × k] · B[k × cols]` where `gather` writes `B` (row-major) into this thread's
+/// column-block buffer.
+fn gemm_gathered(
+    blk: &mut out::Block<'_>,
+    a: &[f32],
+    k: usize,
+    cols: usize,
+    gather: impl FnOnce(&mut [f32]),
+) {
+    COLS.with_borrow_mut(|buf| {
+        buf.resize(k * cols, 0.0);
+        gather(buf);
+        blk.gemm(a, k, buf, cols, k);
+    });
 }
 
 /// The partition of one image's output `[c_out, P]` into row and column blocks.
