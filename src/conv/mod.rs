@@ -19,6 +19,7 @@
 pub mod buffers;
 pub mod direct;
 pub mod gemm;
+pub mod igemm;
 pub mod isa;
 pub mod params;
 pub(crate) mod phase;
@@ -92,6 +93,7 @@ pub fn conv2d_with(
         Conv2dAlgo::GemmIm2col => {
             gemm::conv2d_gemm(input, weight, bias, geom, gemm::Lowering::Im2col, cancel)
         }
+        Conv2dAlgo::ImplicitGemm => igemm::conv2d_igemm(input, weight, bias, geom, cancel),
     }
 }
 

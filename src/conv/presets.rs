@@ -408,7 +408,7 @@ impl<'a> Args<'a> {
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let n = x as usize; // exact: integral and in 1..=MAX_PRESET_SIZE
-        if odd && n % 2 == 0 {
+        if odd && n.is_multiple_of(2) {
             return Err(bad(name, format!("must be odd, got {n}")));
         }
         Ok(Some(n))
