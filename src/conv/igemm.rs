@@ -351,6 +351,64 @@ fn conv2d_banded(
     Ok(Array4::from_shape_vec(g.output_shape(), out).expect("shape"))
 }
 
+/// `out[m × n] := bias[r] + a[m × k] · b[k × n]` on the calling thread, with the same
+/// register tile: `a` row-major (`m = bias.len()` rows of `k`), `b` row-major with row
+/// stride `ldb`, `out` row-major with row stride `ldo`. For callers that build their own
+/// `B` (the Winograd transform).
+///
+/// # Panics
+/// If the CPU lacks AVX-512F or a slice is shorter than its matrix.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
+    a: &[f32],
+    k: usize,
+    bias: &[f32],
+    b: &[f32],
+    ldb: usize,
+    n: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let m = bias.len();
+    assert!(available(), "implicit GEMM needs AVX-512F");
+    assert!(m > 0 && n > 0 && k > 0 && ldb >= n && ldo >= n);
+    assert!(a.len() >= m * k && out.len() >= (m - 1) * ldo + n);
+    // The last vector may read up to 15 floats past column n of B's last row.
+    assert!(b.len() >= (k - 1) * ldb + n.next_multiple_of(16));
+    let koff: Vec<u32> = (0..k)
+        .map(|kk| u32::try_from(kk * ldb).expect("offsets fit u32"))
+        .collect();
+    let list: Vec<Vector> = (0..n)
+        .step_by(16)
+        .map(|j| Vector {
+            src: j as u32,
+            dst: j as u32,
+            mask: ((1u32 << (n - j).min(16)) - 1) as u16,
+        })
+        .collect();
+    for at in 0..list.len().div_ceil(NV) {
+        for o0 in (0..m).step_by(MR) {
+            let rows = (m - o0).min(MR);
+            // SAFETY: AVX-512F is present; loads at `j + kk·ldb + lane` < `(k−1)·ldb +
+            // n.next_multiple_of(16)` ≤ `b.len()`; stores at rows `o0 .. o0 + rows`,
+            // columns < n of `out` (asserted above), through `&mut out`.
+            unsafe {
+                tile(
+                    &a[o0 * k..(o0 + rows) * k],
+                    k,
+                    &bias[o0..o0 + rows],
+                    b.as_ptr(),
+                    0,
+                    &koff,
+                    tile_vectors(&list, at..at + 1),
+                    out.as_mut_ptr().add(o0 * ldo),
+                    ldo,
+                );
+            }
+        }
+    }
+}
+
 /// The vectors of tiles `at`.
 fn tile_vectors(list: &[Vector], at: std::ops::Range<usize>) -> &[Vector] {
     &list[at.start * NV..(at.end * NV).min(list.len())]

@@ -31,6 +31,7 @@ pub mod separable;
 pub mod stack;
 #[cfg(test)]
 pub(crate) mod testutil;
+pub mod winograd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub fn conv2d_with(
             gemm::conv2d_gemm(input, weight, bias, geom, gemm::Lowering::Im2col, cancel)
         }
         Conv2dAlgo::ImplicitGemm => igemm::conv2d_igemm(input, weight, bias, geom, cancel),
+        Conv2dAlgo::Winograd => winograd::conv2d_winograd(input, weight, bias, geom, cancel),
     }
 }
 

@@ -41,17 +41,20 @@ pub enum Conv2dAlgo {
     GemmIm2col,
     /// GEMM reading the padded planes in place, AVX-512 ([`super::igemm`]).
     ImplicitGemm,
+    /// Winograd F(2×2, 3×3): 16 GEMMs over transformed tiles ([`super::winograd`]).
+    Winograd,
 }
 
 impl Conv2dAlgo {
     /// Every algorithm.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Direct,
         Self::Phased,
         Self::Separable,
         Self::GemmPointwise,
         Self::GemmIm2col,
         Self::ImplicitGemm,
+        Self::Winograd,
     ];
 
     /// The name used in reports and `Server-Timing`.
@@ -63,6 +66,7 @@ impl Conv2dAlgo {
             Self::GemmPointwise => "gemm_pointwise",
             Self::GemmIm2col => "gemm_im2col",
             Self::ImplicitGemm => "implicit_gemm",
+            Self::Winograd => "winograd",
         }
     }
 
@@ -74,6 +78,7 @@ impl Conv2dAlgo {
             Self::Separable => g.c_in == g.groups,
             Self::GemmPointwise => super::gemm::pointwise_ok(g),
             Self::ImplicitGemm => super::igemm::available(),
+            Self::Winograd => super::winograd::supports(g),
         }
     }
 }
@@ -106,6 +111,10 @@ const PAD: f64 = 1.5e9;
 const GEMM_CALL: f64 = 2e-6;
 /// Implicit GEMM (AVX-512), per core, at full tiles (8 output channels, 16 kept lanes).
 const IGEMM_MACS: f64 = 50e9;
+/// Floats per second and core through a Winograd transform (input or output tiles).
+const WINOGRAD_TRANSFORM: f64 = 4e9;
+/// Transformed weights per second (one thread: it runs before the tasks).
+const WINOGRAD_WEIGHTS: f64 = 1e9;
 /// Direct in-place kernel, stride 1, full tiles (`out_w` ≥ its 128-wide tile).
 const DIRECT_WIDE_MACS: f64 = 16e9;
 /// Direct in-place kernel on rows narrower than a tile (short, variable-length tiles).
@@ -158,6 +167,16 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             let rows = opg as f64 / opg.next_multiple_of(8) as f64;
             macs / (IGEMM_MACS * lanes * rows) + n * padded / PAD
         }
+        Conv2dAlgo::Winograd => {
+            let tiles = n * (g.out_h.div_ceil(2) * g.out_w.div_ceil(2)) as f64;
+            let rows = g.c_out as f64 / g.c_out.next_multiple_of(8) as f64;
+            let (ci, co) = (g.c_in as f64, g.c_out as f64);
+            let gemm = 16.0 * co * ci * tiles / (IGEMM_MACS * 0.9 * rows);
+            let transforms = 16.0 * tiles * (ci + co) / WINOGRAD_TRANSFORM;
+            // Serial, so it costs every core's time.
+            let weights = 16.0 * ci * co / WINOGRAD_WEIGHTS * threads();
+            gemm + transforms + weights + n * padded / PAD
+        }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
                 .into_iter()
@@ -203,6 +222,10 @@ pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
         Conv2dAlgo::GemmIm2col => format!(
             "{opg} output channels per group share each gathered column of {} inputs",
             g.c_in / g.groups * g.k_h * g.k_w
+        ),
+        Conv2dAlgo::Winograd => format!(
+            "3x3 at stride 1, {} input and {} output channels: Winograd F(2x2,3x3) does 16 multiply-adds per 2x2 outputs and channel instead of 36",
+            g.c_in, g.c_out
         ),
         Conv2dAlgo::ImplicitGemm => format!(
             "{opg} output channels per group share each input vector; {} inputs per output read in place from the padded planes, {:.0}% of the vector lanes kept",
@@ -301,6 +324,12 @@ mod tests {
         } else {
             GemmIm2col
         };
+        // 3×3 at stride 1 on a large plane: Winograd where it runs.
+        let winograd = if Winograd.supports(&geom([1, 16, 4, 4], [1, 16, 3, 3], 1, 0, 1)) {
+            Winograd
+        } else {
+            gemm
+        };
         let cases = [
             // image filters: one output per group on wide rows
             (geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1), Direct),
@@ -308,7 +337,8 @@ mod tests {
             (geom([1, 3, 1080, 1920], [3, 1, 5, 5], 1, 2, 3), Direct),
             // CNN layers
             (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), gemm),
-            (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), gemm),
+            (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), winograd),
+            (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), gemm),
             (geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1), gemm),
             (
                 geom([1, 64, 56, 56], [256, 64, 1, 1], 1, 0, 1),
