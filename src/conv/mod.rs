@@ -18,6 +18,8 @@
 
 pub mod buffers;
 pub mod direct;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod dwtile;
 pub mod gemm;
 pub mod igemm;
 pub mod isa;
