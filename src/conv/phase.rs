@@ -101,16 +101,23 @@ impl PhaseLayout {
                     *o = pair[1];
                 }
             }
-            // The columns outside full interior pairs, one by one.
-            for col in (0..2 * t_lo).chain(2 * t_hi.max(t_lo)..wp) {
-                let v = if col < left {
+            // The columns outside full interior pairs (the padding, and an odd column at
+            // either end), one by one.
+            let value = |col: usize| {
+                if col < left {
                     self.left_src[col].map_or(0.0, |s| src[s])
                 } else if col < left + self.w {
                     src[col - left]
                 } else {
                     self.right_src[col - left - self.w].map_or(0.0, |s| src[s])
-                };
-                [&mut *even, &mut *odd][col % 2][col / 2] = v;
+                }
+            };
+            for col in (0..2 * t_lo).chain(2 * t_hi.max(t_lo)..wp) {
+                if col % 2 == 0 {
+                    even[col / 2] = value(col);
+                } else {
+                    odd[col / 2] = value(col);
+                }
             }
             even[wp.div_ceil(2)..].fill(0.0);
             odd[wp / 2..].fill(0.0);
