@@ -62,28 +62,36 @@ unsafe fn run_avx512(b: &DepthwiseBand<'_>, rows: usize, out: *mut f32) {
     let step = if b.out_w <= 16 { 16 } else { 32 };
     for j0 in (0..b.out_w).step_by(step) {
         let masks = [mask(j0), mask(j0 + 16)];
-        let mut r = 0;
-        // SAFETY (all calls): the caller's bounds hold for rows r .. r + R < rows.
+        // SAFETY (both): the caller's bounds hold for every row < rows.
         unsafe {
             if step == 16 {
-                while r + 4 <= rows {
-                    tile::<4, 1>(b, r, j0, masks, out);
-                    r += 4;
-                }
-                while r < rows {
-                    tile::<1, 1>(b, r, j0, masks, out);
-                    r += 1;
-                }
+                column::<1>(b, rows, j0, masks, out);
             } else {
-                while r + 4 <= rows {
-                    tile::<4, 2>(b, r, j0, masks, out);
-                    r += 4;
-                }
-                while r < rows {
-                    tile::<1, 2>(b, r, j0, masks, out);
-                    r += 1;
-                }
+                column::<2>(b, rows, j0, masks, out);
             }
+        }
+    }
+}
+
+/// Every row of the columns `j0 .. j0 + 16·N`: 4 rows at a time, then one by one.
+#[target_feature(enable = "avx512f")]
+unsafe fn column<const N: usize>(
+    b: &DepthwiseBand<'_>,
+    rows: usize,
+    j0: usize,
+    masks: [u16; 2],
+    out: *mut f32,
+) {
+    let mut r = 0;
+    // SAFETY (all calls): the caller's bounds hold for rows r .. r + R ≤ rows.
+    unsafe {
+        while r + 4 <= rows {
+            tile::<4, N>(b, r, j0, masks, out);
+            r += 4;
+        }
+        while r < rows {
+            tile::<1, N>(b, r, j0, masks, out);
+            r += 1;
         }
     }
 }

@@ -517,36 +517,16 @@ mod out {
 
 #[cfg(test)]
 mod tests {
-    use ndarray::Array1;
     use proptest::prelude::*;
 
     use super::*;
-    use crate::conv::conv2d_reference;
     use crate::conv::params::{Conv2dParams, Padding, PaddingMode};
-    use crate::conv::testutil::{assert_close, MODES};
+    use crate::conv::testutil::{check_against_reference, MODES};
 
     fn check(g: &Conv2dGeometry, lowering: Lowering, seed: u32, bias: bool) {
-        let mut s = seed | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 1000) as f32 / 100.0 - 5.0
-        };
-        let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
-        let wt = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
-        let b = bias.then(|| Array1::from_shape_simple_fn(g.c_out, &mut next));
-        let want = conv2d_reference(x.view(), wt.view(), b.as_ref().map(|b| b.view()), g);
-        let got = conv2d_gemm(
-            x.view(),
-            wt.view(),
-            b.as_ref().map(|b| b.view()),
-            g,
-            lowering,
-            &CancelToken::new(),
-        )
-        .unwrap();
-        assert_close(&got, &want, &x, &wt, b.as_ref(), g);
+        check_against_reference(g, seed, bias, |x, w, b| {
+            conv2d_gemm(x, w, b, g, lowering, &CancelToken::new()).unwrap()
+        });
     }
 
     proptest! {

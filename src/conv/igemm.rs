@@ -409,17 +409,17 @@ pub(crate) fn matmul(
             // n.next_multiple_of(16)` ≤ `b.len()`; stores at rows `o0 .. o0 + rows`,
             // columns < n of `out` (asserted above), through `&mut out`.
             unsafe {
-                tile(
-                    &a[o0 * k..(o0 + rows) * k],
+                tile(&TileArgs {
+                    w: &a[o0 * k..(o0 + rows) * k],
                     k,
-                    &bias[o0..o0 + rows],
-                    b.as_ptr(),
-                    0,
-                    &koff,
-                    tile_vectors(&list, at..at + 1),
-                    out.as_mut_ptr().add(o0 * ldo),
+                    bias: &bias[o0..o0 + rows],
+                    planes: b.as_ptr(),
+                    shift: 0,
+                    koff: &koff,
+                    vs: tile_vectors(&list, at..at + 1),
+                    out: out.as_mut_ptr().add(o0 * ldo),
                     ldo,
-                );
+                });
             }
         }
     }
@@ -467,17 +467,17 @@ fn run_task(
         // at the outputs the vectors keep, which tile the plane (checked in
         // `Vectors::new`), and tasks own disjoint (panel, tile) pairs.
         unsafe {
-            tile(
+            tile(&TileArgs {
                 w,
                 k,
-                b,
-                planes.as_ptr(),
+                bias: b,
+                planes: planes.as_ptr(),
                 shift,
-                &vectors.koff,
+                koff: &vectors.koff,
                 vs,
-                out_img.0.add(o0 * p_len),
-                p_len,
-            );
+                out: out_img.0.add(o0 * p_len),
+                ldo: p_len,
+            });
         }
     };
     if t.a_outer {
@@ -564,59 +564,52 @@ fn plan_tasks(
 /// readable, and `out[r·ldo + v.dst ..][..popcount(v.mask)]` writable, for each row and
 /// vector.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    w: &[f32],
-    k: usize,
-    bias: &[f32],
-    planes: *const f32,
-    shift: usize,
-    koff: &[u32],
-    vs: &[Vector],
-    out: *mut f32,
-    ldo: usize,
-) {
-    match vs.len() {
-        3 => unsafe { tile_n::<3>(w, k, bias, planes, shift, koff, vs, out, ldo) },
-        2 => unsafe { tile_n::<2>(w, k, bias, planes, shift, koff, vs, out, ldo) },
-        1 => unsafe { tile_n::<1>(w, k, bias, planes, shift, koff, vs, out, ldo) },
+unsafe fn tile(t: &TileArgs<'_>) {
+    // SAFETY: the caller upholds `tile`'s contract, which is `tile_n`'s.
+    match t.vs.len() {
+        3 => unsafe { tile_n::<3>(t) },
+        2 => unsafe { tile_n::<2>(t) },
+        1 => unsafe { tile_n::<1>(t) },
         _ => unreachable!("1 to {NV} vectors per tile"),
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile(
-    _: &[f32],
-    _: usize,
-    _: &[f32],
-    _: *const f32,
-    _: usize,
-    _: &[u32],
-    _: &[Vector],
-    _: *mut f32,
-    _: usize,
-) {
+unsafe fn tile(_: &TileArgs<'_>) {
     unreachable!("available() is false off x86-64")
+}
+
+/// The operands of one [`tile`] call.
+struct TileArgs<'a> {
+    /// `rows` rows of `k` weights.
+    w: &'a [f32],
+    k: usize,
+    /// One per row (`rows = bias.len()` ≤ 8).
+    bias: &'a [f32],
+    planes: *const f32,
+    shift: usize,
+    koff: &'a [u32],
+    vs: &'a [Vector],
+    out: *mut f32,
+    ldo: usize,
 }
 
 /// [`tile`] with `N` vectors.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn tile_n<const N: usize>(
-    w: &[f32],
-    k: usize,
-    bias: &[f32],
-    planes: *const f32,
-    shift: usize,
-    koff: &[u32],
-    vs: &[Vector],
-    out: *mut f32,
-    ldo: usize,
-) {
+unsafe fn tile_n<const N: usize>(t: &TileArgs<'_>) {
     use std::arch::x86_64::*;
+    let TileArgs {
+        w,
+        k,
+        bias,
+        planes,
+        shift,
+        koff,
+        vs,
+        out,
+        ldo,
+    } = *t;
     let rows = bias.len();
     debug_assert!((1..=MR).contains(&rows) && w.len() == rows * k && koff.len() == k);
     // Rows past `rows` repeat the last one (computed, never stored).
@@ -656,40 +649,20 @@ unsafe fn tile_n<const N: usize>(
 
 #[cfg(test)]
 mod tests {
-    use ndarray::Array1;
     use proptest::prelude::*;
 
     use super::*;
-    use crate::conv::conv2d_reference;
     use crate::conv::params::{Conv2dParams, Padding};
-    use crate::conv::testutil::{assert_close, MODES};
+    use crate::conv::testutil::{check_against_reference, MODES};
 
     fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
         check_banded(g, seed, bias, BAND_BYTES);
     }
 
     fn check_banded(g: &Conv2dGeometry, seed: u32, bias: bool, band_bytes: usize) {
-        let mut s = seed | 1;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 1000) as f32 / 100.0 - 5.0
-        };
-        let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
-        let wt = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
-        let b = bias.then(|| Array1::from_shape_simple_fn(g.c_out, &mut next));
-        let want = conv2d_reference(x.view(), wt.view(), b.as_ref().map(|b| b.view()), g);
-        let got = conv2d_banded(
-            x.view(),
-            wt.view(),
-            b.as_ref().map(|b| b.view()),
-            g,
-            &CancelToken::new(),
-            band_bytes,
-        )
-        .unwrap();
-        assert_close(&got, &want, &x, &wt, b.as_ref(), g);
+        check_against_reference(g, seed, bias, |x, w, b| {
+            conv2d_banded(x, w, b, g, &CancelToken::new(), band_bytes).unwrap()
+        });
     }
 
     fn geom(input: [usize; 4], weight: [usize; 4], stride: usize, pad: usize) -> Conv2dGeometry {

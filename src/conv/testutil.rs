@@ -40,6 +40,33 @@ pub(crate) fn assert_close(
     });
 }
 
+/// Runs `conv` on data drawn from `seed` (values in [−5, 5), bias when `bias`) for the
+/// layer `g`, and asserts it matches the reference within the float32 bound.
+pub(crate) fn check_against_reference(
+    g: &Conv2dGeometry,
+    seed: u32,
+    bias: bool,
+    conv: impl Fn(
+        ndarray::ArrayView4<'_, f32>,
+        ndarray::ArrayView4<'_, f32>,
+        Option<ndarray::ArrayView1<'_, f32>>,
+    ) -> Array4<f32>,
+) {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 1000) as f32 / 100.0 - 5.0
+    };
+    let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
+    let wt = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
+    let b = bias.then(|| Array1::from_shape_simple_fn(g.c_out, &mut next));
+    let want = conv2d_reference(x.view(), wt.view(), b.as_ref().map(|b| b.view()), g);
+    let got = conv(x.view(), wt.view(), b.as_ref().map(|b| b.view()));
+    assert_close(&got, &want, &x, &wt, b.as_ref(), g);
+}
+
 /// A deterministic random valid case for `seed` (for non-proptest loops).
 pub(crate) fn random_case(
     seed: u64,
