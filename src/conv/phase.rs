@@ -53,7 +53,9 @@ impl PhaseLayout {
         self.sw * self.wq
     }
 
-    /// The input row padded row `r` reads (None: a row of zeros).
+    /// The input row padded row `r` reads (None: a row of zeros). Inlined into the row
+    /// fill, which runs once per padded row.
+    #[inline(always)]
     pub fn source_row(&self, r: usize) -> Option<usize> {
         self.mode
             .source_index(r as isize - self.padding[0] as isize, self.h)
