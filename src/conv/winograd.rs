@@ -195,7 +195,7 @@ fn transform_weights(weight: ArrayView4<'_, f32>) -> Vec<f32> {
 
 /// Padded rows `first .. first + band_rows` of every channel of `x` (`plane` floats
 /// each) into `band`; rows past the padded input (`hp`) are zeros.
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn pad_band(
     layout: &PhaseLayout,
     x: &[f32],
@@ -223,7 +223,7 @@ fn pad_band(
 /// `V[ξ][c][t] = (Bᵀ d_{c,t} B)[ξ]` for the `rows × tw` tiles of a band (`band_rows`
 /// padded rows per channel, each split into even and odd halves of `wq` floats).
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn input_transform(
     band: &[f32],
     c_in: usize,
@@ -289,7 +289,7 @@ fn input_transform(
 
 /// Output rows of the band from `M[ξ][o][t]`: `Aᵀ M A + bias`, dropping the row and
 /// column past an odd output size.
-#[target_feature(enable = "avx512f")]
+#[cfg_attr(target_arch = "x86_64", target_feature(enable = "avx512f"))]
 fn output_transform(
     m: &[f32],
     c_out: usize,
