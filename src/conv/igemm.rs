@@ -131,11 +131,12 @@ struct Vectors {
 
 impl Vectors {
     /// The cut of `g`'s output plane that wastes fewer lanes, for planes laid out by
-    /// `layout` with `chan_len` floats per channel.
+    /// `layout`; the tap offsets follow once the channel stride is known
+    /// ([`set_channel_stride`](Self::set_channel_stride)).
     ///
     /// # Panics
     /// If the offsets do not fit `u32`, or (a bug) the vectors do not tile the plane.
-    fn new(g: &Conv2dGeometry, layout: &PhaseLayout, chan_len: usize) -> Self {
+    fn new(g: &Conv2dGeometry, layout: &PhaseLayout) -> Self {
         let row_len = layout.row_len();
         let (sh, sw) = (g.stride[0], g.stride[1]);
         let u32_of = |x: usize| u32::try_from(x).expect("plane offsets fit u32");
@@ -179,15 +180,13 @@ impl Vectors {
         }
         assert_eq!(next as usize, g.out_h * g.out_w);
         debug_assert_eq!(list.len(), vector_count(g));
-        let mut v = Self {
+        Self {
             list,
             koff: Vec::new(),
-        };
-        v.set_channel_stride(g, layout, chan_len);
-        v
+        }
     }
 
-    /// Rebuilds the tap offsets for planes of `chan_len` floats per channel.
+    /// Builds the tap offsets for planes of `chan_len` floats per channel.
     ///
     /// # Panics
     /// If an offset does not fit `u32`.
@@ -265,7 +264,7 @@ fn conv2d_banded(
     let layout = PhaseLayout::new(&g, 0);
     let row_len = layout.row_len();
     let hp = g.h + g.padding[0] + g.padding[1];
-    let mut vectors = Vectors::new(&g, &layout, hp * row_len);
+    let mut vectors = Vectors::new(&g, &layout);
     let tiles = vectors.list.len().div_ceil(NV);
     let panels = opg.div_ceil(MR);
     // A group's padded planes larger than L2 are padded band by band inside the tasks,
@@ -716,8 +715,7 @@ mod tests {
     fn vectors_keep_each_output_once_and_waste_little() {
         let v = |g: &Conv2dGeometry| {
             let layout = PhaseLayout::new(g, 0);
-            let hp = g.h + g.padding[0] + g.padding[1];
-            Vectors::new(g, &layout, hp * layout.row_len())
+            Vectors::new(g, &layout)
         };
         // 56 wide, 3×3: flat over 58-wide padded rows beats 4 vectors per row.
         let g = geom([1, 4, 56, 56], [8, 4, 3, 3], 1, 1);
