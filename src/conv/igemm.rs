@@ -2,34 +2,36 @@
 //! building its right-hand matrix.
 //!
 //! For one image and one group the layer is `Y[c_out/groups, P] = W[c_out/groups, K] ·
-//! B[K, P]` (see [`super::gemm`]). After the image's channels are padded and split into
-//! stride phases ([`super::phase`]), row `k = (c, u, v)` of `B` at a run of consecutive
-//! outputs of one output row is a run of consecutive floats of that plane, at a fixed
-//! offset `koff[k]` from where tap `(0, 0, 0)` reads. So the register tile reads `B`
-//! straight from the padded planes, one offset per `k`: no im2col matrix, no packing.
+//! B[K, P]` (see [`super::gemm`]). Each padded input channel is split into `s_h × s_w`
+//! phase planes ([`super::phase`] splits the columns, the rows go to plane `r mod s_h`,
+//! row `⌊r/s_h⌋`), each `wq = ⌈w_pad/s_w⌉` floats wide. Output `(i, j)` of tap
+//! `(c, u, v)` then reads element `(i + ⌊u·d_h/s_h⌋)·wq + j + ⌊v·d_w/s_w⌋` of phase plane
+//! `(u·d_h mod s_h, v·d_w mod s_w)`: at output position `q = i·wq + j`, row `k = (c, u,
+//! v)` of `B` is the float at `q + koff[k]`, at any stride and dilation. So the register
+//! tile reads `B` straight from the phase planes, one offset per `k`: no im2col matrix,
+//! no packing.
 //!
 //! **The tile** is 8 output channels × 3 vectors of 16 outputs (24 `zmm` accumulators,
 //! started at the bias). Per `k` it loads 3 vectors of `B` at `koff[k]`, broadcasts the 8
 //! weights `W[o, k]` (read in place, one row pointer per output channel) and issues 24
 //! FMAs; no spills, ~110 GFLOP/s per core when `B` stays in L1/L2.
 //!
-//! **Vectors** (16 outputs each) are cut from the output in one of two ways, whichever
-//! wastes fewer lanes ([`Vectors::new`]):
-//! - *per row*: each output row in pieces of 16, the last one masked; any stride or
-//!   dilation;
-//! - *flat* (stride 1 only): the padded plane's rows are contiguous, so the outputs are
-//!   taken 16 at a time over the padded width (`row_len`), lanes that fall in the padding
-//!   columns are computed and dropped, and the rest are compressed into consecutive
-//!   outputs (`vcompressps`). A 56-wide 3×3 layer wastes 2 lanes in 58 this way, against
-//!   8 in 64 per row; a 7×7 plane 14 in 63 against 9 in 16.
+//! **Vectors** (16 outputs each) are cut from the positions `q` in one of two ways,
+//! whichever wastes fewer lanes ([`Vectors::new`]):
+//! - *per row*: each output row in pieces of 16, the last one masked;
+//! - *flat*: 16 consecutive `q` at a time over the rows of `wq`; lanes with `j ≥ out_w`
+//!   are computed and dropped, and the rest are compressed into consecutive outputs
+//!   (`vcompressps`). A 56-wide 3×3 layer wastes 2 lanes in 58 this way, against 8 in 64
+//!   per row; a 7×7 plane 14 in 63 against 9 in 16; a 3×3/2 layer with 28 outputs per
+//!   row 1 in 29 against 4 in 32; AlexNet's 11×11/4 stem 2 in 57 against 9 in 64.
 //!
 //! Loop order inside a task: when the task's weights fit L2 the vectors run outside and
 //! the output channels inside (the `B` vectors stay in L1); deep layers (weights larger
 //! than L2) run output channels outside, so each weight row streams from memory once.
 //!
 //! Tasks are output-channel panels × vector ranges, at least 4 per thread, so a batch-1
-//! layer uses every core. Workspace: one padded, phase-split image (plus 32 floats of
-//! slack that the last vectors may read past the plane's end).
+//! layer uses every core. Workspace: one padded, phase-split image (plus `wq + 32`
+//! floats of slack that the last vectors may read past the planes' end).
 //!
 //! Only for CPUs with AVX-512F ([`available`]); elsewhere the plan uses
 //! [`super::gemm`]. This module is one of the crate's `unsafe` sites: raw-pointer loads
@@ -47,8 +49,6 @@ use super::{CancelToken, Cancelled};
 const MR: usize = 8;
 /// Vectors (16 outputs each) per register tile.
 const NV: usize = 3;
-/// Floats the vectors may read past the last padded plane.
-const SLACK: usize = 32;
 /// Weight bytes per task above which output channels run in the outer loop.
 const A_RESIDENT: usize = 256 << 10;
 /// Tasks per thread to aim for.
@@ -75,22 +75,21 @@ pub fn available() -> bool {
 /// [`Vectors::new`] picks it): `out_h · out_w / (16 · vector_count)` of the lanes computed
 /// are kept.
 pub fn vector_count(g: &Conv2dGeometry) -> usize {
-    let per_row = g.out_h * g.out_w.div_ceil(16);
-    let flat = flat_vectors(g);
-    if g.stride == [1, 1] && flat < per_row {
-        flat
-    } else {
-        per_row
-    }
+    (g.out_h * g.out_w.div_ceil(16)).min(flat_vectors(g))
 }
 
-/// Vectors of the flat cut (stride 1): 16 at a time over the padded width, less those
-/// that fall wholly in the padding columns.
+/// Width `wq` of the phase planes: the padded width over the column stride.
+fn phase_width(g: &Conv2dGeometry) -> usize {
+    (g.w + g.padding[2] + g.padding[3]).div_ceil(g.stride[1])
+}
+
+/// Vectors of the flat cut: 16 at a time over rows of [`phase_width`], less those that
+/// fall wholly in the columns past `out_w`.
 ///
 /// Counted per row in O(`out_h`), not per vector: the plan calls this for every layer,
 /// and a 1080p image filter has 130 000 vectors.
 fn flat_vectors(g: &Conv2dGeometry) -> usize {
-    let row_len = g.w + g.padding[2] + g.padding[3];
+    let row_len = phase_width(g);
     let len = g.out_h * row_len;
     // A vector [q, min(q + 16, len)) is dropped when it lies inside one row's padding
     // columns [i·row_len + out_w, (i + 1)·row_len).
@@ -114,7 +113,7 @@ fn flat_vectors(g: &Conv2dGeometry) -> usize {
 /// One vector of 16 outputs.
 #[derive(Debug, Clone, Copy, Default)]
 struct Vector {
-    /// Offset in a group's padded planes that tap `(0, 0, 0)` of lane 0 reads.
+    /// Position `q = i·wq + j` of lane 0: tap `(0, 0, 0)` reads phase plane (0, 0) there.
     src: u32,
     /// Output index `i·out_w + j` of the first kept lane.
     dst: u32,
@@ -125,33 +124,35 @@ struct Vector {
 /// The vectors that cover one output plane, in order, and the tap offsets.
 struct Vectors {
     list: Vec<Vector>,
+    /// Width of the phase planes.
+    wq: usize,
+    /// Phase-plane rows below output row `i` that tap row `u` reads: max `⌊u·d_h/s_h⌋`.
+    reach: usize,
     /// `koff[k]` for `k = (c, u, v)` in the weight's order.
     koff: Vec<u32>,
 }
 
 impl Vectors {
-    /// The cut of `g`'s output plane that wastes fewer lanes, for planes laid out by
-    /// `layout`; the tap offsets follow once the channel stride is known
-    /// ([`set_channel_stride`](Self::set_channel_stride)).
+    /// The cut of `g`'s output plane that wastes fewer lanes; the tap offsets follow once
+    /// the planes' sizes are known ([`set_plane_rows`](Self::set_plane_rows)).
     ///
     /// # Panics
     /// If the offsets do not fit `u32`, or (a bug) the vectors do not tile the plane.
-    fn new(g: &Conv2dGeometry, layout: &PhaseLayout) -> Self {
-        let row_len = layout.row_len();
-        let (sh, sw) = (g.stride[0], g.stride[1]);
+    fn new(g: &Conv2dGeometry) -> Self {
+        let wq = phase_width(g);
         let u32_of = |x: usize| u32::try_from(x).expect("plane offsets fit u32");
-        let flat_len = g.out_h * row_len;
+        let flat_len = g.out_h * wq;
         let mut list = Vec::new();
-        if sh == 1 && sw == 1 && flat_vectors(g) < g.out_h * g.out_w.div_ceil(16) {
+        if flat_vectors(g) < g.out_h * g.out_w.div_ceil(16) {
             for q in (0..flat_len).step_by(16) {
                 let mut mask = 0u16;
                 for l in 0..16.min(flat_len - q) {
-                    if (q + l) % row_len < g.out_w {
+                    if (q + l) % wq < g.out_w {
                         mask |= 1 << l;
                     }
                 }
                 if mask != 0 {
-                    let (i, j) = (q / row_len, (q % row_len).min(g.out_w));
+                    let (i, j) = (q / wq, (q % wq).min(g.out_w));
                     let first = i * g.out_w + j;
                     list.push(Vector {
                         src: u32_of(q),
@@ -165,7 +166,7 @@ impl Vectors {
                 for j in (0..g.out_w).step_by(16) {
                     let lanes = (g.out_w - j).min(16);
                     list.push(Vector {
-                        src: u32_of(i * sh * row_len + j),
+                        src: u32_of(i * wq + j),
                         dst: u32_of(i * g.out_w + j),
                         mask: ((1u32 << lanes) - 1) as u16,
                     });
@@ -182,40 +183,69 @@ impl Vectors {
         debug_assert_eq!(list.len(), vector_count(g));
         Self {
             list,
+            wq,
+            reach: (g.k_h - 1) * g.dilation[0] / g.stride[0],
             koff: Vec::new(),
         }
     }
 
-    /// Builds the tap offsets for planes of `chan_len` floats per channel.
+    /// Builds the tap offsets for phase planes of `rows` rows (of `wq` floats), `s_h·s_w`
+    /// of them per channel.
     ///
     /// # Panics
     /// If an offset does not fit `u32`.
-    fn set_channel_stride(&mut self, g: &Conv2dGeometry, layout: &PhaseLayout, chan_len: usize) {
-        let (row_len, wq) = (layout.row_len(), layout.wq);
-        let sw = g.stride[1];
+    fn set_plane_rows(&mut self, g: &Conv2dGeometry, rows: usize) {
+        let (sh, sw) = (g.stride[0], g.stride[1]);
         let (dh, dw) = (g.dilation[0], g.dilation[1]);
+        let sub_len = rows * self.wq;
+        let chan_len = sh * sw * sub_len;
         let u32_of = |x: usize| u32::try_from(x).expect("plane offsets fit u32");
         let mut koff = Vec::with_capacity(g.c_in / g.groups * g.k_h * g.k_w);
         for c in 0..g.c_in / g.groups {
             for u in 0..g.k_h {
                 for v in 0..g.k_w {
-                    let (phase, shift) = ((v * dw) % sw, (v * dw) / sw);
-                    koff.push(u32_of(c * chan_len + u * dh * row_len + phase * wq + shift));
+                    let plane = (u * dh % sh) * sw + v * dw % sw;
+                    let at = (u * dh / sh) * self.wq + v * dw / sw;
+                    koff.push(u32_of(c * chan_len + plane * sub_len + at));
                 }
             }
         }
         self.koff = koff;
     }
 
-    /// Rows of the padded plane (band) that vectors `vs` read: `(first, count)`.
-    fn input_rows(&self, g: &Conv2dGeometry, row_len: usize, vs: &[Vector]) -> (usize, usize) {
-        let span = g.stride[0] * row_len;
-        let first = vs.first().map_or(0, |v| v.src as usize / span);
-        let last = vs.last().map_or(0, |v| (v.src as usize + 15) / span);
-        let hp = g.h + g.padding[0] + g.padding[1];
-        let r0 = first * g.stride[0];
-        let r1 = (last * g.stride[0] + (g.k_h - 1) * g.dilation[0] + 1).min(hp);
-        (r0, r1 - r0)
+    /// Phase-plane rows that vectors `vs` read: `(first, count)`.
+    fn input_rows(&self, vs: &[Vector]) -> (usize, usize) {
+        let first = vs.first().map_or(0, |v| v.src as usize / self.wq);
+        let last = vs.last().map_or(0, |v| (v.src as usize + 15) / self.wq);
+        (first, last - first + 1 + self.reach)
+    }
+}
+
+/// Fills phase-plane rows `t0 .. t0 + rows` of one channel (`src`, `[h, w]`) into
+/// `dst` (`s_h·s_w` planes of `rows × wq`); padded rows past `hp` are zeros.
+fn fill_planes(
+    g: &Conv2dGeometry,
+    layout: &PhaseLayout,
+    src: &[f32],
+    t0: usize,
+    rows: usize,
+    dst: &mut [f32],
+) {
+    let (sh, sw, wq) = (g.stride[0], g.stride[1], layout.wq);
+    let hp = g.h + g.padding[0] + g.padding[1];
+    let sub_len = rows * wq;
+    for t in 0..rows {
+        for a in 0..sh {
+            let r = (t0 + t) * sh + a;
+            let at = a * sw * sub_len + t * wq;
+            if r < hp {
+                layout.fill_row_split(src, r, &mut dst[at..], sub_len);
+            } else {
+                for b in 0..sw {
+                    dst[at + b * sub_len..][..wq].fill(0.0);
+                }
+            }
+        }
     }
 }
 
@@ -262,38 +292,41 @@ fn conv2d_banded(
     let p_len = g.out_h * g.out_w;
 
     let layout = PhaseLayout::new(&g, 0);
-    let row_len = layout.row_len();
-    let hp = g.h + g.padding[0] + g.padding[1];
-    let mut vectors = Vectors::new(&g, &layout);
+    let mut vectors = Vectors::new(&g);
+    let (wq, phases) = (vectors.wq, g.stride[0] * g.stride[1]);
+    debug_assert_eq!(wq, layout.wq);
     let tiles = vectors.list.len().div_ceil(NV);
     let panels = opg.div_ceil(MR);
-    // A group's padded planes larger than L2 are padded band by band inside the tasks,
+    // A group's phase planes larger than L2 are filled band by band inside the tasks,
     // each band right before the tiles that read it; smaller ones once per image.
-    let group_bytes = cpg * hp * row_len * 4;
+    let whole = vectors.input_rows(&vectors.list);
+    let group_bytes = cpg * phases * whole.1 * wq * 4;
     let bands = group_bytes.div_ceil(band_bytes);
     let tasks = plan_tasks(&g, tiles, panels, k, bands);
-    let band_rows = if bands > 1 {
+    let plane_rows = if bands > 1 {
         tasks
             .iter()
             .map(|t| {
                 vectors
-                    .input_rows(&g, row_len, tile_vectors(&vectors.list, t.tiles.clone()))
+                    .input_rows(tile_vectors(&vectors.list, t.tiles.clone()))
                     .1
             })
             .max()
             .unwrap_or(1)
     } else {
-        hp
+        whole.1
     };
-    let chan_len = band_rows * row_len;
-    vectors.set_channel_stride(&g, &layout, chan_len);
+    let chan_len = phases * plane_rows * wq;
+    vectors.set_plane_rows(&g, plane_rows);
     let vectors = &vectors;
     let koff_max = vectors.koff.iter().copied().max().unwrap_or(0) as usize;
+    // The last vectors' lanes past `out_w` may read up to a row past the last plane.
+    let slack = wq + 32;
 
     let mut plane = Vec::new();
     if bands == 1 {
-        plane = super::buffers::take(g.c_in * chan_len + SLACK);
-        plane.resize(g.c_in * chan_len + SLACK, 0.0);
+        plane = super::buffers::take(g.c_in * chan_len + slack);
+        plane.resize(g.c_in * chan_len + slack, 0.0);
     }
     let len = g.n * g.c_out * p_len;
     let mut out = super::buffers::take(len);
@@ -308,11 +341,7 @@ fn conv2d_banded(
                 plane[..g.c_in * chan_len]
                     .par_chunks_mut(chan_len)
                     .zip(xi.par_chunks(g.h * g.w))
-                    .for_each(|(dst, src)| {
-                        for (r, row) in dst.chunks_exact_mut(row_len).enumerate() {
-                            layout.fill_row(src, r, row);
-                        }
-                    });
+                    .for_each(|(dst, src)| fill_planes(&g, &layout, src, 0, plane_rows, dst));
             }
             let padded = &plane[..];
             tasks.par_iter().try_for_each(|t| {
@@ -321,8 +350,8 @@ fn conv2d_banded(
                 }
                 let xg = &xi[t.group * cpg * g.h * g.w..][..cpg * g.h * g.w];
                 let run = |planes: &[f32], shift: usize| {
-                    // Every tile of this task reads below this bound (SLACK covers the
-                    // 16 lanes of a vector that starts near a plane's end).
+                    // Every tile of this task reads below this bound (the slack covers
+                    // the 16 lanes of a vector that starts near a plane's end).
                     let last = tile_vectors(&vectors.list, t.tiles.clone())
                         .last()
                         .map_or(0, |v| v.src);
@@ -336,17 +365,14 @@ fn conv2d_banded(
                     run(&padded[t.group * cpg * chan_len..], 0);
                     return Ok(());
                 }
-                let (r0, rows) =
-                    vectors.input_rows(&g, row_len, tile_vectors(&vectors.list, t.tiles.clone()));
+                let (t0, _) = vectors.input_rows(tile_vectors(&vectors.list, t.tiles.clone()));
                 BAND.with_borrow_mut(|buf| {
-                    buf.resize(cpg * chan_len + SLACK, 0.0);
+                    buf.resize(cpg * chan_len + slack, 0.0);
                     for (c, src) in xg.chunks_exact(g.h * g.w).enumerate() {
-                        let dst = &mut buf[c * chan_len..][..rows * row_len];
-                        for (r, row) in dst.chunks_exact_mut(row_len).enumerate() {
-                            layout.fill_row(src, r0 + r, row);
-                        }
+                        let dst = &mut buf[c * chan_len..][..chan_len];
+                        fill_planes(&g, &layout, src, t0, plane_rows, dst);
                     }
-                    run(&buf[..], r0 / g.stride[0] * g.stride[0] * row_len);
+                    run(&buf[..], t0 * wq);
                 });
                 Ok(())
             })?;
@@ -701,53 +727,65 @@ mod tests {
             eprintln!("skipped: no AVX-512F on this CPU");
             return;
         }
-        // A stem (stride 2, per-row vectors), a 7×7 plane split by channels (flat, a
-        // compressed store in most vectors), a wide plane with a masked tail.
+        // A stem (stride 2), a 7×7 plane split by channels (flat, a compressed store in
+        // most vectors), a wide plane with a masked tail, AlexNet's 11×11/4 (flat over
+        // four phase planes).
         check(&geom([1, 3, 40, 44], [24, 3, 7, 7], 2, 3), 1, true);
+        check(&geom([1, 3, 67, 67], [16, 3, 11, 11], 4, 2), 6, true);
         check(&geom([1, 64, 7, 7], [40, 64, 3, 3], 1, 1), 2, true);
         check(&geom([2, 8, 9, 37], [16, 8, 3, 3], 1, 1), 3, false);
         // Banded: planes padded a few rows at a time inside the tasks.
         check_banded(&geom([1, 3, 40, 44], [24, 3, 7, 7], 2, 3), 4, true, 4096);
         check_banded(&geom([2, 8, 29, 37], [16, 8, 3, 3], 1, 1), 5, true, 4096);
+        check_banded(&geom([1, 3, 67, 67], [16, 3, 11, 11], 4, 2), 7, true, 4096);
     }
 
     #[test]
     fn vectors_keep_each_output_once_and_waste_little() {
-        let v = |g: &Conv2dGeometry| {
-            let layout = PhaseLayout::new(g, 0);
-            Vectors::new(g, &layout)
-        };
+        let v = Vectors::new;
         // 56 wide, 3×3: flat over 58-wide padded rows beats 4 vectors per row.
         let g = geom([1, 4, 56, 56], [8, 4, 3, 3], 1, 1);
         let vs = v(&g);
         assert_eq!(vs.list.len(), (56 * 58usize).div_ceil(16));
         assert!(vs.list.iter().any(|x| x.mask & x.mask.wrapping_add(1) != 0));
-        // Stride 2: per row, 112 = 7 full vectors.
+        // Stride 2 with 112 outputs per row: per row, 7 full vectors.
         let g = geom([1, 3, 224, 224], [8, 3, 7, 7], 2, 3);
         let vs = v(&g);
         assert_eq!(vs.list.len(), 112 * 7);
         assert!(vs.list.iter().all(|x| x.mask == u16::MAX));
+        // Stride 2 with 28 outputs per row: flat over rows of 29 (2 vectors per row would
+        // waste 4 lanes in 32).
+        let g = geom([1, 64, 56, 56], [8, 64, 3, 3], 2, 1);
+        assert_eq!(v(&g).list.len(), (28 * 29usize).div_ceil(16));
+        // AlexNet's stem, 11×11/4 → 55 per row: flat over rows of 57, not 4 per row.
+        let g = geom([1, 3, 224, 224], [8, 3, 11, 11], 4, 2);
+        assert_eq!(g.out_w, 55);
+        assert_eq!(v(&g).list.len(), (55 * 57usize).div_ceil(16));
     }
 
     #[test]
     fn flat_vector_count_matches_counting_each_vector() {
-        for (w, k, pad) in [
-            (56, 3, 1),
-            (7, 3, 1),
-            (5, 15, 7),
-            (40, 1, 0),
-            (3, 5, 9),
-            (17, 3, 0),
+        for (w, k, pad, s) in [
+            (56, 3, 1, 1),
+            (7, 3, 1, 1),
+            (5, 15, 7, 1),
+            (40, 1, 0, 1),
+            (3, 5, 9, 1),
+            (17, 3, 0, 1),
+            (56, 3, 1, 2),
+            (224, 11, 2, 4),
+            (31, 5, 2, 3),
         ] {
             for h in [1, 2, 7, 13] {
                 let params = Conv2dParams {
                     padding: Padding::Explicit([pad; 4]),
+                    stride: [s, s],
                     ..Default::default()
                 };
                 let Ok(g) = Conv2dGeometry::new([1, 1, h, w], [1, 1, k, k], None, &params) else {
                     continue;
                 };
-                let row_len = g.w + 2 * pad;
+                let row_len = (g.w + 2 * pad).div_ceil(s);
                 let len = g.out_h * row_len;
                 let brute = (0..len)
                     .step_by(16)

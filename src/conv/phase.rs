@@ -27,8 +27,8 @@ pub(crate) struct PhaseLayout {
     left_src: Vec<Option<usize>>,
     right_src: Vec<Option<usize>>,
     /// Stride 2: the padded columns outside the interior pairs (the padding, and an odd
-    /// input column at either end) as (index in the row, input column or None: 0).
-    border2: Vec<(usize, Option<usize>)>,
+    /// input column at either end) as (phase, element, input column or None: 0).
+    border2: Vec<(usize, usize, Option<usize>)>,
 }
 
 impl PhaseLayout {
@@ -44,7 +44,7 @@ impl PhaseLayout {
         let border2 = if sw == 2 {
             (0..2 * t_lo)
                 .chain(2 * t_hi.max(t_lo)..wp)
-                .map(|col| ((col % 2) * wq + col / 2, map(col)))
+                .map(|col| (col % 2, col / 2, map(col)))
                 .collect()
         } else {
             Vec::new()
@@ -81,13 +81,25 @@ impl PhaseLayout {
     #[inline(always)]
     pub fn fill_row(&self, plane: &[f32], r: usize, dst: &mut [f32]) {
         debug_assert_eq!(dst.len(), self.row_len());
+        self.fill_row_split(plane, r, dst, self.wq);
+    }
+
+    /// [`fill_row`](Self::fill_row) with phase `p` written at `dst[p · phase_stride ..][..wq]`
+    /// (`phase_stride ≥ wq`), for layouts that keep each phase in its own plane.
+    #[inline(always)]
+    pub fn fill_row_split(&self, plane: &[f32], r: usize, dst: &mut [f32], phase_stride: usize) {
+        let (sw, wq) = (self.sw, self.wq);
+        assert!(phase_stride >= wq && dst.len() >= (sw - 1) * phase_stride + wq);
         let Some(y) = self.source_row(r) else {
-            dst.fill(0.0);
+            for p in 0..sw {
+                dst[p * phase_stride..][..wq].fill(0.0);
+            }
             return;
         };
         let src = &plane[y * self.w..][..self.w];
-        let (left, sw, wq) = (self.padding[2], self.sw, self.wq);
+        let left = self.padding[2];
         if sw == 1 {
+            let dst = &mut dst[..wq];
             dst[left..left + self.w].copy_from_slice(src);
             for (d, s) in dst.iter_mut().zip(&self.left_src) {
                 *d = s.map_or(0.0, |s| src[s]);
@@ -103,7 +115,8 @@ impl PhaseLayout {
             // The common strided case, both phases in one pass over the input: pairs of
             // padded columns (2t, 2t + 1) go to element t of phases 0 and 1, zeros after
             // them; then the border columns (precomputed) are written over.
-            let (even, odd) = dst.split_at_mut(wq);
+            let (even, odd) = dst.split_at_mut(phase_stride);
+            let (even, odd) = (&mut even[..wq], &mut odd[..wq]);
             let t_lo = left.div_ceil(2);
             let t_hi = (left + self.w) / 2;
             let first = (2 * t_lo).saturating_sub(left);
@@ -113,12 +126,18 @@ impl PhaseLayout {
                 &mut even[t_lo..],
                 &mut odd[t_lo..],
             );
-            for &(at, col) in &self.border2 {
-                dst[at] = col.map_or(0.0, |s| src[s]);
+            for &(p, t, col) in &self.border2 {
+                let v = col.map_or(0.0, |s| src[s]);
+                if p == 0 {
+                    even[t] = v;
+                } else {
+                    odd[t] = v;
+                }
             }
             return;
         }
-        for (p, dst) in dst.chunks_exact_mut(wq).enumerate() {
+        for p in 0..sw {
+            let dst = &mut dst[p * phase_stride..][..wq];
             // Padded column of element t: p + t·s_w. The input part starts at the first t
             // with p + t·s_w ≥ left and ends before p + t·s_w ≥ left + w.
             let t_lo = left.saturating_sub(p).div_ceil(sw);
