@@ -46,7 +46,7 @@ use super::phase::PhaseLayout;
 use super::{CancelToken, Cancelled};
 
 /// Output channels per register tile.
-const MR: usize = 8;
+pub(crate) const MR: usize = 8;
 /// Vectors (16 outputs each) per register tile.
 const NV: usize = 3;
 /// Weight bytes per task above which output channels run in the outer loop.
@@ -393,9 +393,10 @@ fn conv2d_banded(
 }
 
 /// `out[m × n] := bias[r] + a[m × k] · b[k × n]` on the calling thread, with the same
-/// register tile: `a` row-major (`m = bias.len()` rows of `k`), `b` row-major with row
-/// stride `ldb`, `out` row-major with row stride `ldo`. For callers that build their own
-/// `B` (the Winograd transform).
+/// register tile: `a` in panels of [`MR`] rows (`m = bias.len()` rows, panel `p` at
+/// `a[p·k·MR ..]` as `[k][MR]`, rows past `m` computed and dropped), `b` row-major with
+/// row stride `ldb`, `out` row-major with row stride `ldo`. For callers that build their
+/// own `A` and `B` (the Winograd transforms).
 ///
 /// # Panics
 /// If the CPU lacks AVX-512F or a slice is shorter than its matrix.
@@ -413,7 +414,7 @@ pub(crate) fn matmul(
     let m = bias.len();
     assert!(available(), "implicit GEMM needs AVX-512F");
     assert!(m > 0 && n > 0 && k > 0 && ldb >= n && ldo >= n);
-    assert!(a.len() >= m * k && out.len() >= (m - 1) * ldo + n);
+    assert!(a.len() >= m.div_ceil(MR) * k * MR && out.len() >= (m - 1) * ldo + n);
     // The last vector may read up to 15 floats past column n of B's last row.
     assert!(b.len() >= (k - 1) * ldb + n.next_multiple_of(16));
     let koff: Vec<u32> = (0..k)
@@ -435,7 +436,8 @@ pub(crate) fn matmul(
             // columns < n of `out` (asserted above), through `&mut out`.
             unsafe {
                 tile(&TileArgs {
-                    w: &a[o0 * k..(o0 + rows) * k],
+                    w: &a[o0 * k..(o0 + MR) * k],
+                    packed: true,
                     k,
                     bias: &bias[o0..o0 + rows],
                     planes: b.as_ptr(),
@@ -494,6 +496,7 @@ fn run_task(
         unsafe {
             tile(&TileArgs {
                 w,
+                packed: false,
                 k,
                 bias: b,
                 planes: planes.as_ptr(),
@@ -591,10 +594,13 @@ fn plan_tasks(
 #[cfg(target_arch = "x86_64")]
 unsafe fn tile(t: &TileArgs<'_>) {
     // SAFETY: the caller upholds `tile`'s contract, which is `tile_n`'s.
-    match t.vs.len() {
-        3 => unsafe { tile_n::<3>(t) },
-        2 => unsafe { tile_n::<2>(t) },
-        1 => unsafe { tile_n::<1>(t) },
+    match (t.packed, t.vs.len()) {
+        (false, 3) => unsafe { tile_n::<3, false>(t) },
+        (false, 2) => unsafe { tile_n::<2, false>(t) },
+        (false, 1) => unsafe { tile_n::<1, false>(t) },
+        (true, 3) => unsafe { tile_n::<3, true>(t) },
+        (true, 2) => unsafe { tile_n::<2, true>(t) },
+        (true, 1) => unsafe { tile_n::<1, true>(t) },
         _ => unreachable!("1 to {NV} vectors per tile"),
     }
 }
@@ -606,8 +612,10 @@ unsafe fn tile(_: &TileArgs<'_>) {
 
 /// The operands of one [`tile`] call.
 struct TileArgs<'a> {
-    /// `rows` rows of `k` weights.
+    /// `rows` rows of `k` weights, or with `packed` one panel `[k][MR]` (weight `(r, kk)`
+    /// at `kk·MR + r`: one pointer for the 8 broadcasts instead of 8).
     w: &'a [f32],
+    packed: bool,
     k: usize,
     /// One per row (`rows = bias.len()` ≤ 8).
     bias: &'a [f32],
@@ -619,13 +627,14 @@ struct TileArgs<'a> {
     ldo: usize,
 }
 
-/// [`tile`] with `N` vectors.
+/// [`tile`] with `N` vectors, weights in rows or (`PACKED`) in a panel.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_n<const N: usize>(t: &TileArgs<'_>) {
+unsafe fn tile_n<const N: usize, const PACKED: bool>(t: &TileArgs<'_>) {
     use std::arch::x86_64::*;
     let TileArgs {
         w,
+        packed: _,
         k,
         bias,
         planes,
@@ -636,20 +645,32 @@ unsafe fn tile_n<const N: usize>(t: &TileArgs<'_>) {
         ldo,
     } = *t;
     let rows = bias.len();
-    debug_assert!((1..=MR).contains(&rows) && w.len() == rows * k && koff.len() == k);
+    assert!((1..=MR).contains(&rows) && koff.len() == k);
+    assert_eq!(w.len(), if PACKED { k * MR } else { rows * k });
     // Rows past `rows` repeat the last one (computed, never stored).
-    let wr: [*const f32; MR] = std::array::from_fn(|r| w[r.min(rows - 1) * k..].as_ptr());
+    let wr: [*const f32; MR] = std::array::from_fn(|r| {
+        if PACKED {
+            w[r..].as_ptr()
+        } else {
+            w[r.min(rows - 1) * k..].as_ptr()
+        }
+    });
     let mut acc: [[__m512; N]; MR] =
         std::array::from_fn(|r| [_mm512_set1_ps(bias[r.min(rows - 1)]); N]);
     // SAFETY (whole body): the caller guarantees the loads and stores are in bounds;
-    // `wr[r] + kk` < `w`'s end for kk < k.
+    // `wr[r] + kk` (rows) and `wr[0] + kk·MR + r` (packed) are inside `w` for kk < k
+    // (lengths asserted).
     unsafe {
         let src: [*const f32; N] = std::array::from_fn(|j| planes.add(vs[j].src as usize - shift));
         for (kk, &o) in koff.iter().enumerate() {
             let o = o as usize;
             let b: [__m512; N] = std::array::from_fn(|j| _mm512_loadu_ps(src[j].add(o)));
             for r in 0..MR {
-                let a = _mm512_set1_ps(*wr[r].add(kk));
+                let a = if PACKED {
+                    _mm512_set1_ps(*wr[0].add(kk * MR + r))
+                } else {
+                    _mm512_set1_ps(*wr[r].add(kk))
+                };
                 for j in 0..N {
                     acc[r][j] = _mm512_fmadd_ps(a, b[j], acc[r][j]);
                 }

@@ -113,7 +113,7 @@ const GEMM_CALL: f64 = 2e-6;
 const IGEMM_MACS: f64 = 50e9;
 /// Floats per second and core through a Winograd transform (input or output tiles).
 const WINOGRAD_TRANSFORM: f64 = 4e9;
-/// Transformed weights per second (one thread: it runs before the tasks).
+/// Transformed weights per second and core (16 per input × output channel).
 const WINOGRAD_WEIGHTS: f64 = 1e9;
 /// Direct in-place kernel, stride 1, full tiles (`out_w` ≥ its 128-wide tile).
 const DIRECT_WIDE_MACS: f64 = 16e9;
@@ -170,11 +170,13 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
         Conv2dAlgo::Winograd => {
             let tiles = n * (g.out_h.div_ceil(2) * g.out_w.div_ceil(2)) as f64;
             let rows = g.c_out as f64 / g.c_out.next_multiple_of(8) as f64;
+            // A block's tiles are the GEMMs' columns, in vectors of 16.
+            let nt = super::winograd::block_rows(g) * g.out_w.div_ceil(2);
+            let lanes = nt as f64 / nt.next_multiple_of(16) as f64;
             let (ci, co) = (g.c_in as f64, g.c_out as f64);
-            let gemm = 16.0 * co * ci * tiles / (IGEMM_MACS * 0.9 * rows);
+            let gemm = 16.0 * co * ci * tiles / (IGEMM_MACS * 0.9 * rows * lanes);
             let transforms = 16.0 * tiles * (ci + co) / WINOGRAD_TRANSFORM;
-            // Serial, so it costs every core's time.
-            let weights = 16.0 * ci * co / WINOGRAD_WEIGHTS * threads();
+            let weights = 16.0 * ci * co / WINOGRAD_WEIGHTS;
             gemm + transforms + weights + n * padded / PAD
         }
         Conv2dAlgo::Phased => {

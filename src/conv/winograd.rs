@@ -116,18 +116,36 @@ pub fn conv2d_winograd(
 
     let block_rows = block_rows(&g);
     let ldb_max = (block_rows * tw).next_multiple_of(16);
+    // Fewer blocks than threads (deep layers on 14×14 or 7×7 planes): the output channels
+    // are split too, so that every core works; each part transforms its block's input
+    // (the cheap part) again.
+    let blocks = th.div_ceil(block_rows);
+    let mr = super::igemm::MR;
+    let u_len = c_out.next_multiple_of(mr) * c_in;
+    let oc_parts = rayon::current_num_threads()
+        .div_ceil(g.n * blocks)
+        .min(c_out.div_ceil(mr));
+    let oc_chunk = c_out.div_ceil(oc_parts).next_multiple_of(mr).min(c_out);
 
     let mut out = Array4::<f32>::zeros(g.output_shape());
     for (img, mut out_img) in out.outer_iter_mut().enumerate() {
         let xi = &x[img * c_in * g.h * g.w..][..c_in * g.h * g.w];
-        let bands: Vec<(usize, ArrayViewMut3<'_, f32>)> = out_img
-            .axis_chunks_iter_mut(Axis(1), 2 * block_rows)
-            .enumerate()
-            .collect();
-        bands.into_par_iter().try_for_each(|(blk, mut dst)| {
+        let mut tasks: Vec<(usize, usize, ArrayViewMut3<'_, f32>)> = Vec::new();
+        for (part, chans) in out_img.axis_chunks_iter_mut(Axis(0), oc_chunk).enumerate() {
+            // Row bands of this part's planes, split off one by one (owned views).
+            let mut rest = chans;
+            for blk in 0..blocks {
+                let take = (2 * block_rows).min(rest.shape()[1]);
+                let (dst, tail) = rest.split_at(Axis(1), take);
+                tasks.push((part * oc_chunk, blk, dst));
+                rest = tail;
+            }
+        }
+        tasks.into_par_iter().try_for_each(|(o0, blk, mut dst)| {
             if cancel.is_cancelled() {
                 return Err(Cancelled);
             }
+            let oc = dst.shape()[0];
             let t0 = blk * block_rows;
             let rows = (th - t0).min(block_rows);
             let nt = rows * tw;
@@ -138,7 +156,7 @@ pub fn conv2d_winograd(
                 let band_rows = 2 * rows + 2;
                 band.resize(c_in * band_rows * row_len, 0.0);
                 v.resize(16 * c_in * ldb + 16, 0.0);
-                m.resize(16 * c_out * ldb, 0.0);
+                m.resize(16 * oc * ldb, 0.0);
                 // SAFETY: `supports` checked AVX-512F at entry.
                 unsafe {
                     pad_band(&layout, xi, g.h * g.w, hp, 2 * t0, band, band_rows);
@@ -146,50 +164,116 @@ pub fn conv2d_winograd(
                 }
                 for xi_ in 0..16 {
                     super::igemm::matmul(
-                        &u[xi_ * c_out * c_in..][..c_out * c_in],
+                        &u[xi_ * u_len + o0 * c_in..][..oc.next_multiple_of(mr) * c_in],
                         c_in,
-                        &zeros,
+                        &zeros[..oc],
                         &v[xi_ * c_in * ldb..],
                         ldb,
                         nt,
-                        &mut m[xi_ * c_out * ldb..][..c_out * ldb],
+                        &mut m[xi_ * oc * ldb..][..oc * ldb],
                         ldb,
                     );
                 }
                 // SAFETY: as above.
-                unsafe { output_transform(m, c_out, ldb, rows, tw, &bias, &mut dst) };
+                unsafe { output_transform(m, oc, ldb, rows, tw, &bias[o0..o0 + oc], &mut dst) };
             });
             Ok(())
         })?;
     }
+    super::buffers::give(u);
     Ok(out)
 }
 
-/// `U[ξ][o][c] = (G w_{o,c} Gᵀ)[ξ]`, `ξ = 4·i + j`: `[16, c_out, c_in]`.
+/// `U[ξ][o][c] = (G w_{o,c} Gᵀ)[ξ]`, `ξ = 4·i + j`, each `U_ξ` in the panels of
+/// [`super::igemm::matmul`] (`[c_out/8][c_in][8]`, zeros past `c_out`), on the rayon
+/// pool in chunks of panels. The buffer comes from [`super::buffers`]; hand it back when
+/// done.
+///
+/// Done serially, one (o, c) at a time, this was a third of a 256-channel layer: the 16
+/// values of one pair go to 16 rows of `U` 4 KiB apart. Here 8 output × 8 input channels
+/// are transposed into 9 tap rows, transformed with vector arithmetic, and each `U_ξ`
+/// gets one contiguous run of 64.
+#[allow(unsafe_code)]
 fn transform_weights(weight: ArrayView4<'_, f32>) -> Vec<f32> {
+    const MR: usize = super::igemm::MR;
+    const RUN: usize = 8 * MR;
     let (c_out, c_in) = (weight.shape()[0], weight.shape()[1]);
-    let mut u = vec![0.0; 16 * c_out * c_in];
-    let g3 = |a: [f32; 3]| {
-        [
-            a[0],
-            0.5 * (a[0] + a[1] + a[2]),
-            0.5 * (a[0] - a[1] + a[2]),
-            a[2],
-        ]
-    };
-    for o in 0..c_out {
-        for c in 0..c_in {
-            let w = |i: usize, j: usize| weight[[o, c, i, j]];
-            // G w: 4 rows of 3 (columns transformed one at a time).
-            let cols: [[f32; 4]; 3] = std::array::from_fn(|j| g3([w(0, j), w(1, j), w(2, j)]));
-            for i in 0..4 {
-                let row = g3([cols[0][i], cols[1][i], cols[2][i]]);
-                for (j, &val) in row.iter().enumerate() {
-                    u[((4 * i + j) * c_out + o) * c_in + c] = val;
+    let wt = weight.as_standard_layout();
+    let wt = wt.as_slice().expect("standard layout");
+    let panels = c_out.div_ceil(MR);
+    let per_xi = panels * c_in * MR;
+    let len = 16 * per_xi;
+    let mut u = super::buffers::take(len);
+    let chunk = panels.div_ceil(4 * rayon::current_num_threads()).max(1);
+    // Panels `p·chunk ..` of every U_ξ, gathered per task so that tasks own disjoint parts.
+    let mut xi_chunks: Vec<_> = u.spare_capacity_mut()[..len]
+        .chunks_exact_mut(per_xi)
+        .map(|x| x.chunks_mut(chunk * c_in * MR))
+        .collect();
+    let parts: Vec<Vec<&mut [std::mem::MaybeUninit<f32>]>> = (0..panels.div_ceil(chunk))
+        .map(|_| {
+            xi_chunks
+                .iter_mut()
+                .map(|x| x.next().expect("16 equal splits"))
+                .collect()
+        })
+        .collect();
+    parts
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(part, mut dst)| {
+            let mut taps = [[0.0f32; RUN]; 9];
+            let mut cols = [[0.0f32; RUN]; 12];
+            let mut vals = [[0.0f32; RUN]; 16];
+            let first = part * chunk;
+            for p in first..(first + chunk).min(panels) {
+                for c0 in (0..c_in).step_by(8) {
+                    let cb = 8.min(c_in - c0);
+                    // Lane b = cc·8 + r: input channel c0 + cc, output channel 8p + r.
+                    for cc in 0..cb {
+                        for r in 0..MR {
+                            let o = p * MR + r;
+                            for (t, tap) in taps.iter_mut().enumerate() {
+                                tap[cc * MR + r] = if o < c_out {
+                                    wt[(o * c_in + c0 + cc) * 9 + t]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                    // G w: the 4 transformed values of each of the 3 columns.
+                    for j in 0..3 {
+                        let (a0, a1, a2) = (&taps[j], &taps[3 + j], &taps[6 + j]);
+                        for b in 0..RUN {
+                            cols[4 * j][b] = a0[b];
+                            cols[4 * j + 1][b] = 0.5 * (a0[b] + a1[b] + a2[b]);
+                            cols[4 * j + 2][b] = 0.5 * (a0[b] - a1[b] + a2[b]);
+                            cols[4 * j + 3][b] = a2[b];
+                        }
+                    }
+                    // (G w) Gᵀ: row i of the 3 columns.
+                    for i in 0..4 {
+                        let (a0, a1, a2) = (&cols[i], &cols[4 + i], &cols[8 + i]);
+                        for b in 0..RUN {
+                            vals[4 * i][b] = a0[b];
+                            vals[4 * i + 1][b] = 0.5 * (a0[b] + a1[b] + a2[b]);
+                            vals[4 * i + 2][b] = 0.5 * (a0[b] - a1[b] + a2[b]);
+                            vals[4 * i + 3][b] = a2[b];
+                        }
+                    }
+                    let at = ((p - first) * c_in + c0) * MR;
+                    for (d, v) in dst.iter_mut().zip(&vals) {
+                        for (d, &v) in d[at..at + cb * MR].iter_mut().zip(&v[..cb * MR]) {
+                            d.write(v);
+                        }
+                    }
                 }
             }
-        }
-    }
+        });
+    // SAFETY: the parts partition each U_ξ (runs of whole panels), and every element of
+    // every panel, `c_in × 8` floats, was written above.
+    unsafe { u.set_len(len) };
     u
 }
 
