@@ -43,6 +43,27 @@ pub struct ServerSettings {
     pub metrics_require_key: bool,
     /// Origins allowed by CORS: `["*"]` = any, `[]` = none, else exact origins.
     pub cors_allow_origins: Vec<String>,
+    /// Open connections at most (also capped by the file limit).
+    pub max_connections: usize,
+    /// Seconds to send a complete request head.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay idle between requests.
+    pub keepalive_idle_secs: u64,
+    /// Seconds every request body gets before the minimum rate applies.
+    pub body_read_timeout_secs: u64,
+    /// Bytes per second a request body must average after `body_read_timeout_secs`.
+    pub body_min_bytes_per_sec: u64,
+}
+
+impl ServerSettings {
+    /// The connection limits of [`crate::serve`], before the file-limit cap.
+    pub fn conn_limits(&self) -> crate::serve::ConnLimits {
+        crate::serve::ConnLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            keepalive_idle: Duration::from_secs(self.keepalive_idle_secs),
+        }
+    }
 }
 
 /// An API key. Its `Debug` form is redacted so that settings can be logged safely.
@@ -120,6 +141,8 @@ impl ComputeSettings {
 pub struct Limits {
     /// Request body bytes.
     pub max_body_bytes: u64,
+    /// Bytes of request bodies in flight at once, over all requests.
+    pub max_inflight_body_bytes: u64,
     /// Numbers in one input tensor.
     pub max_tensor_elements: u64,
     /// Elements of any layer's output or padded input.
@@ -286,10 +309,36 @@ fn load_from(overrides: Table, file: Option<&str>) -> Result<Settings, ConfigErr
     settings.bind_is_valid()?;
     settings.server.keys_are_valid()?;
     settings.server.origins_are_valid()?;
+    settings.budgets_are_valid()?;
     Ok(settings)
 }
 
 impl Settings {
+    /// Connection and body limits are positive, and one body of `max_body_bytes` fits the
+    /// bytes in flight (else the largest requests could never be read).
+    fn budgets_are_valid(&self) -> Result<(), ConfigError> {
+        let s = &self.server;
+        for (name, v) in [
+            ("max_connections", s.max_connections as u64),
+            ("header_read_timeout_secs", s.header_read_timeout_secs),
+            ("keepalive_idle_secs", s.keepalive_idle_secs),
+            ("body_read_timeout_secs", s.body_read_timeout_secs),
+            ("body_min_bytes_per_sec", s.body_min_bytes_per_sec),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
+            }
+        }
+        let l = &self.limits;
+        if l.max_inflight_body_bytes < l.max_body_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "max_inflight_body_bytes ({}) must be at least max_body_bytes ({})",
+                l.max_inflight_body_bytes, l.max_body_bytes
+            )));
+        }
+        Ok(())
+    }
+
     fn bind_is_valid(&self) -> Result<(), ConfigError> {
         if !self.server.bind.contains(':') {
             return Err(ConfigError::Invalid(format!(

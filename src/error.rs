@@ -32,6 +32,9 @@ pub struct ApiError {
     pub extra: Map<String, Value>,
     /// Seconds for a `Retry-After` header (503).
     pub retry_after: Option<u64>,
+    /// Whether the response closes the connection (`Connection: close`): a body refused
+    /// unread, or read too slowly, cannot be skipped to reach the next request.
+    pub close: bool,
 }
 
 impl ApiError {
@@ -44,7 +47,20 @@ impl ApiError {
             pointer: None,
             extra: Map::new(),
             retry_after: None,
+            close: false,
         }
+    }
+
+    /// The same error with `Retry-After: secs`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The same error, closing the connection after the response.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// 400: the body is not well-formed (JSON syntax, wrong types, multipart framing).
@@ -163,6 +179,9 @@ impl IntoResponse for ApiError {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if let Some(s) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        if self.close {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         res.extensions_mut().insert(ProblemKind(self.kind));
         res

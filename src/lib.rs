@@ -10,6 +10,7 @@
 //! - [`worker`]: the [`ComputePool`](worker::ComputePool), the only place CPU work runs.
 //! - [`http`]: router, handlers, content negotiation, request specs.
 //! - [`error`]: the one error type, rendered as `application/problem+json`.
+//! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
 //! - [`config`], [`telemetry`]: settings and logging; [`metrics`]: the Prometheus registry.
 //!
 //! [`run`] serves a bound listener until a shutdown future resolves, so tests bind port 0.
@@ -21,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod npy;
+pub mod serve;
 pub mod telemetry;
 pub mod tensor;
 pub mod worker;
@@ -62,22 +64,14 @@ pub async fn run(
     let _trimmer = AbortOnDrop(trimmer);
     let flag = state.shutting_down.clone();
     let grace = Duration::from_secs(settings.server.shutdown_grace_secs);
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let signal = async move {
         shutdown.await;
         flag.store(true, Ordering::Relaxed);
         tracing::info!("shutdown: draining in-flight requests");
-        let _ = tx.send(());
     };
-    let server = axum::serve(listener, http::app(state)).with_graceful_shutdown(signal);
-    let server = async { server.await };
-    tokio::select! {
-        r = server => r,
-        _ = async { let _ = rx.await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; dropping remaining requests");
-            Ok(())
-        }
-    }
+    let limits = settings.server.conn_limits().capped_by_file_limit();
+    let stats = state.connections.clone();
+    serve::serve(listener, http::app(state), limits, stats, signal, grace).await
 }
 
 /// Aborts a background task when the server stops.

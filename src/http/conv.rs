@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 
+use super::budget::{ReadBody, Reservation};
 use super::negotiate::{content_type, negotiate, Timings};
 use super::spec::{
     collect_layers, params_from, pending_layer, plan, Ints, LayerJson, PaddingJson, ParamsJson,
@@ -429,38 +430,46 @@ pub fn tensor_reply(
 ///
 /// # Errors
 /// 413 over the limit, 400 if the body stream fails.
-pub async fn read_body(req: Request, limit: u64) -> Result<Bytes, ApiError> {
-    if let Some(len) = req
+pub async fn read_body(mut req: Request, limit: u64) -> Result<ReadBody, ApiError> {
+    use http_body_util::BodyExt;
+    let reservation = super::budget::take_reservation(&mut req);
+    let announced = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit {
-            return Err(ApiError::over_limit(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body bytes",
-                limit,
-                len,
-            ));
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |actual: u64| {
+        ApiError::over_limit(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body bytes",
+            limit,
+            actual,
+        )
+        .closing()
+    };
+    if let Some(len) = announced.filter(|&len| len > limit) {
+        return Err(too_large(len));
+    }
+    // One buffer of the announced size: no growth by doubling, no second copy.
+    let mut buf = Vec::with_capacity(usize::try_from(announced.unwrap_or(0)).unwrap_or(0));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            super::budget::body_error(&e).unwrap_or_else(|| {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            })
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large(limit + 1));
+            }
+            buf.extend_from_slice(&data);
         }
     }
-    axum::body::to_bytes(req.into_body(), limit as usize)
-        .await
-        .map_err(|e| {
-            if std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-            {
-                ApiError::over_limit(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body bytes",
-                    limit,
-                    limit + 1,
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {e}"))
-            }
-        })
+    Ok(ReadBody {
+        bytes: Bytes::from(buf),
+        reservation,
+    })
 }
 
 fn tensor_format(headers: &HeaderMap) -> Result<TensorFormat, ApiError> {
@@ -482,7 +491,7 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
                 .run(move |cancel| {
                     let mut timings = Timings::default();
                     let t = Instant::now();
-                    let r: ConvRequest = parse_json(&body, "")?;
+                    let r: ConvRequest = parse_json(&body.bytes, "")?;
                     drop(body);
                     let job = r.into_job(&limits)?;
                     timings.record("parse", t);
@@ -550,9 +559,12 @@ pub struct NpyParts {
     weight: Option<Bytes>,
     bias: Option<Bytes>,
     spec: Option<Bytes>,
+    /// The body's bytes in flight, given back when the parts are dropped.
+    _reservation: Option<Reservation>,
 }
 
-async fn read_npy_parts(app: &AppState, req: Request) -> Result<NpyParts, ApiError> {
+async fn read_npy_parts(app: &AppState, mut req: Request) -> Result<NpyParts, ApiError> {
+    let reservation = super::budget::take_reservation(&mut req);
     let mut mp = Multipart::from_request(req, app).await.map_err(|e| {
         ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
     })?;
@@ -561,6 +573,7 @@ async fn read_npy_parts(app: &AppState, req: Request) -> Result<NpyParts, ApiErr
         weight: None,
         bias: None,
         spec: None,
+        _reservation: reservation,
     };
     let mut total = 0u64;
     while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
@@ -597,6 +610,9 @@ async fn read_npy_parts(app: &AppState, req: Request) -> Result<NpyParts, ApiErr
 
 /// Maps a multipart stream error to 400 (or 413 when a size limit tripped).
 pub fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
+    if let Some(problem) = super::budget::body_error(&e) {
+        return problem;
+    }
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -727,7 +743,7 @@ pub async fn conv2d_shape(State(app): State<AppState>, req: Request) -> Result<R
     // Shapes only: a small body, parsed on the async runtime without the pool; the cap keeps
     // that parse cheap whatever max_body_bytes is.
     let body = read_body(req, SHAPE_BODY_BYTES.min(app.limits.max_body_bytes)).await?;
-    let r: ShapeRequest = parse_json(&body, "")?;
+    let r: ShapeRequest = parse_json(&body.bytes, "")?;
     let input = dims::<4>(&r.input_shape, "input_shape", "/input_shape")?;
     let specs: Vec<(String, [usize; 4], Option<usize>, ParamsJson)> =
         match (r.weight_shape, r.layers) {

@@ -12,7 +12,9 @@
 //! 7. CORS from `cors_allow_origins` (answers preflights before the key check);
 //! 8. panics → opaque 500 problem, cause logged inside the request's span;
 //! 9. API keys;
-//! 10. the body limit for extractors.
+//! 10. the body budget: 413 from `Content-Length`, 503 when the bytes in flight are full,
+//!     the minimum rate (see [`super::budget`]);
+//! 11. the body limit for extractors.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +66,10 @@ pub fn apply(router: Router, state: &AppState) -> Router {
         // Handlers read bodies themselves against the configured limit (with a problem
         // body on overflow); this outer limit only stops extractors from buffering more.
         .layer(DefaultBodyLimit::max(body_limit.saturating_add(1)))
+        .layer(axum::middleware::from_fn_with_state(
+            state.admission.clone(),
+            super::budget::admit_body,
+        ))
         .layer(axum::middleware::from_fn_with_state(keys, require_key))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(

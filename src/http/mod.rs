@@ -2,6 +2,7 @@
 //! stay thin: extract → validate cheaply → run on the [`ComputePool`] → respond.
 
 pub mod auth;
+pub mod budget;
 pub mod conv;
 pub mod health;
 pub mod images;
@@ -37,6 +38,10 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `[server]`: API keys, CORS origins.
     pub server: Arc<ServerSettings>,
+    /// The request bodies in flight and their rules.
+    pub admission: budget::Admission,
+    /// What the accept loop did (open, refused, evicted, timed-out connections).
+    pub connections: Arc<crate::serve::ConnStats>,
 }
 
 impl AppState {
@@ -52,6 +57,16 @@ impl AppState {
             shutting_down: Arc::new(AtomicBool::new(false)),
             metrics,
             server: Arc::new(settings.server.clone()),
+            admission: budget::Admission {
+                budget: budget::BodyBudget::new(settings.limits.max_inflight_body_bytes),
+                rules: budget::BodyRules {
+                    max_bytes: settings.limits.max_body_bytes,
+                    grace: std::time::Duration::from_secs(settings.server.body_read_timeout_secs),
+                    min_rate: settings.server.body_min_bytes_per_sec,
+                    retry_after_secs: settings.compute.retry_after_secs,
+                },
+            },
+            connections: Arc::default(),
         })
     }
 }

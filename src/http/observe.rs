@@ -39,6 +39,8 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 fn reason(problem: &str) -> &'static str {
     match problem {
         "overloaded" => "overloaded",
+        "bodies-in-flight" => "body_budget",
+        "body-too-slow" => "body_too_slow",
         "deadline-exceeded" => "deadline",
         "cancelled" => "cancelled",
         "limit-exceeded" => "limit",

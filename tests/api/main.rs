@@ -8,3 +8,4 @@ mod playground;
 mod props;
 mod service;
 mod tensor_api;
+mod traffic;
