@@ -36,6 +36,10 @@ use tokio::net::TcpListener;
 use crate::config::Settings;
 use crate::http::AppState;
 
+/// Request-body bytes read since the last `malloc_trim` that make the next quiet second
+/// trim again.
+const TRIM_AFTER_BYTES: u64 = 64 << 20;
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and lets in-flight
 /// requests finish for up to `shutdown_grace_secs`.
 ///
@@ -51,13 +55,25 @@ pub async fn run(
         usize::try_from(settings.compute.buffer_cache_bytes).unwrap_or(usize::MAX),
         Duration::from_secs(settings.compute.buffer_cache_idle_secs),
     );
-    // Gives cached buffers back to the OS once they have been idle (see conv::buffers).
-    let trimmer = tokio::spawn(async {
+    // Gives cached buffers back to the OS once they have been idle (see conv::buffers),
+    // and the allocator's free memory once the server is quiet after a burst of bodies
+    // (see serve::tune_malloc).
+    let (budget, pool) = (state.admission.budget.clone(), state.pool.clone());
+    let trimmer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut trimmed_at = 0u64;
         loop {
             tick.tick().await;
             if conv::buffers::cached_bytes() > 0 {
                 let _ = tokio::task::spawn_blocking(conv::buffers::trim_idle).await;
+            }
+            let total = budget.total();
+            if total - trimmed_at >= TRIM_AFTER_BYTES
+                && budget.used() == 0
+                && pool.admitted_jobs() == 0
+            {
+                trimmed_at = total;
+                let _ = tokio::task::spawn_blocking(serve::trim).await;
             }
         }
     });

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use convd::config;
 
 fn main() -> ExitCode {
+    // Before any thread allocates: see its doc for why.
+    convd::serve::tune_malloc();
     let matches = config::command().get_matches();
     let settings = match config::load(&matches) {
         Ok(s) => s,
@@ -28,7 +30,7 @@ fn main() -> ExitCode {
     }
     convd::telemetry::init(&settings.server);
     rt.block_on(async {
-        let listener = match tokio::net::TcpListener::bind(&settings.server.bind).await {
+        let listener = match convd::serve::bind(&settings.server.bind).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(bind = %settings.server.bind, error = %e, "cannot bind");

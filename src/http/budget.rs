@@ -44,6 +44,8 @@ pub struct BodyBudget {
 struct BudgetInner {
     max: u64,
     used: AtomicU64,
+    /// Bytes ever reserved (to tell a burst happened).
+    total: AtomicU64,
 }
 
 impl BodyBudget {
@@ -53,6 +55,7 @@ impl BodyBudget {
             inner: Arc::new(BudgetInner {
                 max,
                 used: AtomicU64::new(0),
+                total: AtomicU64::new(0),
             }),
         }
     }
@@ -67,6 +70,11 @@ impl BodyBudget {
         self.inner.max
     }
 
+    /// Bytes reserved since start, over all requests.
+    pub fn total(&self) -> u64 {
+        self.inner.total.load(Ordering::Relaxed)
+    }
+
     /// Reserves `bytes`, or None when they do not fit.
     pub fn reserve(&self, bytes: u64) -> Option<Reservation> {
         let r = Reservation {
@@ -79,12 +87,17 @@ impl BodyBudget {
     }
 
     fn try_add(&self, bytes: u64) -> bool {
-        self.inner
+        let ok = self
+            .inner
             .used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
                 used.checked_add(bytes).filter(|&u| u <= self.inner.max)
             })
-            .is_ok()
+            .is_ok();
+        if ok {
+            self.inner.total.fetch_add(bytes, Ordering::Relaxed);
+        }
+        ok
     }
 }
 

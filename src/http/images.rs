@@ -127,6 +127,9 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
         return Err(unsupported(ct.as_deref(), "multipart/form-data"));
     }
     app.pool.check_room()?;
+    let mut req = req;
+    // Held with the image bytes, until they are decoded (see http::budget).
+    let reservation = super::budget::take_reservation(&mut req);
     let (images, spec) = read_parts(&app, req).await?;
     let limits = app.limits.clone();
     app.pool
@@ -163,6 +166,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             };
             let input = decode_batch(&images, color, scale as f32, &limits)?;
             drop(images);
+            drop(reservation);
             timings.record("decode", t);
             let c_in = input.shape()[1];
             let (layers, each) = build_layers(spec.top, spec.layers, c_in)?;
