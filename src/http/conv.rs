@@ -482,7 +482,9 @@ fn tensor_format(headers: &HeaderMap) -> Result<TensorFormat, ApiError> {
 /// `POST /v1/conv2d`.
 pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, ApiError> {
     let format = tensor_format(req.headers())?;
-    app.pool.check_room()?;
+    if let Err(e) = app.pool.check_room() {
+        return Err(super::budget::drain(req, e).await);
+    }
     let limits = app.limits.clone();
     match content_type(req.headers()).as_deref() {
         Some("application/json") => {

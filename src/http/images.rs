@@ -126,7 +126,9 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
     if ct.as_deref() != Some("multipart/form-data") {
         return Err(unsupported(ct.as_deref(), "multipart/form-data"));
     }
-    app.pool.check_room()?;
+    if let Err(e) = app.pool.check_room() {
+        return Err(super::budget::drain(req, e).await);
+    }
     let mut req = req;
     // Held with the image bytes, until they are decoded (see http::budget).
     let reservation = super::budget::take_reservation(&mut req);
