@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use ndarray::Array4;
@@ -565,11 +565,8 @@ pub struct NpyParts {
     _reservation: Option<Reservation>,
 }
 
-async fn read_npy_parts(app: &AppState, mut req: Request) -> Result<NpyParts, ApiError> {
-    let reservation = super::budget::take_reservation(&mut req);
-    let mut mp = Multipart::from_request(req, app).await.map_err(|e| {
-        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
-    })?;
+async fn read_npy_parts(app: &AppState, req: Request) -> Result<NpyParts, ApiError> {
+    let (fields, reservation) = super::multipart::read(req, app.limits.max_body_bytes).await?;
     let mut parts = NpyParts {
         input: None,
         weight: None,
@@ -577,19 +574,8 @@ async fn read_npy_parts(app: &AppState, mut req: Request) -> Result<NpyParts, Ap
         spec: None,
         _reservation: reservation,
     };
-    let mut total = 0u64;
-    while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or("").to_string();
-        let bytes = field.bytes().await.map_err(multipart_error)?;
-        total += bytes.len() as u64;
-        if total > app.limits.max_body_bytes {
-            return Err(ApiError::over_limit(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body bytes",
-                app.limits.max_body_bytes,
-                total,
-            ));
-        }
+    for field in fields {
+        let name = field.name;
         let slot = match name.as_str() {
             "input" => &mut parts.input,
             "weight" => &mut parts.weight,
@@ -602,28 +588,12 @@ async fn read_npy_parts(app: &AppState, mut req: Request) -> Result<NpyParts, Ap
                 .at(format!("/parts/{other}")))
             }
         };
-        if slot.replace(bytes).is_some() {
+        if slot.replace(field.data).is_some() {
             return Err(ApiError::bad_request(format!("part `{name}` given twice"))
                 .at(format!("/parts/{name}")));
         }
     }
     Ok(parts)
-}
-
-/// Maps a multipart stream error to 400 (or 413 when a size limit tripped).
-pub fn multipart_error(e: axum::extract::multipart::MultipartError) -> ApiError {
-    if let Some(problem) = super::budget::body_error(&e) {
-        return problem;
-    }
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "limit-exceeded",
-            e.body_text(),
-        )
-    } else {
-        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
-    }
 }
 
 /// Reads one `.npy` part as a tensor.

@@ -14,16 +14,16 @@
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::Json;
 use ndarray::Array4;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::budget::Reservation;
 use super::conv::{
-    multipart_error, tensor_reply, unsupported, ConvJob, Reply, ShapeReport, TensorFormat, JSON,
-    NPY,
+    tensor_reply, unsupported, ConvJob, Reply, ShapeReport, TensorFormat, JSON, NPY,
 };
 use super::negotiate::{content_type, negotiate, Timings};
 use super::spec::{params_from, pending_layer, PendingLayer};
@@ -129,10 +129,9 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
     if let Err(e) = app.pool.check_room() {
         return Err(super::budget::drain(req, e).await);
     }
-    let mut req = req;
-    // Held with the image bytes, until they are decoded (see http::budget).
-    let reservation = super::budget::take_reservation(&mut req);
-    let (images, spec) = read_parts(&app, req).await?;
+    // The reservation is held with the image bytes, until they are decoded (see
+    // http::budget).
+    let (images, spec, reservation) = read_parts(&app, req).await?;
     let limits = app.limits.clone();
     app.pool
         .run(move |cancel| {
@@ -197,15 +196,15 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
         .await
 }
 
-async fn read_parts(app: &AppState, req: Request) -> Result<(Vec<Bytes>, Bytes), ApiError> {
-    let mut mp = Multipart::from_request(req, app).await.map_err(|e| {
-        ApiError::bad_request(format!("malformed multipart body: {}", e.body_text()))
-    })?;
+async fn read_parts(
+    app: &AppState,
+    req: Request,
+) -> Result<(Vec<Bytes>, Bytes, Option<Reservation>), ApiError> {
+    let (parts, reservation) = super::multipart::read(req, app.limits.max_body_bytes).await?;
     let mut images = Vec::new();
     let mut spec = None;
-    let mut total = 0u64;
-    while let Some(field) = mp.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or("").to_string();
+    for part in parts {
+        let name = part.name;
         if name == "image" && images.len() as u64 >= app.limits.max_images {
             return Err(ApiError::over_limit(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -215,19 +214,9 @@ async fn read_parts(app: &AppState, req: Request) -> Result<(Vec<Bytes>, Bytes),
             )
             .at("/parts/image"));
         }
-        let bytes = field.bytes().await.map_err(multipart_error)?;
-        total += bytes.len() as u64;
-        if total > app.limits.max_body_bytes {
-            return Err(ApiError::over_limit(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body bytes",
-                app.limits.max_body_bytes,
-                total,
-            ));
-        }
         match name.as_str() {
-            "image" => images.push(bytes),
-            "spec" if spec.is_none() => spec = Some(bytes),
+            "image" => images.push(part.data),
+            "spec" if spec.is_none() => spec = Some(part.data),
             "spec" => {
                 return Err(ApiError::bad_request("part `spec` given twice").at("/parts/spec"))
             }
@@ -247,7 +236,7 @@ async fn read_parts(app: &AppState, req: Request) -> Result<(Vec<Bytes>, Bytes),
                 .at("/parts/image"),
         );
     }
-    Ok((images, spec))
+    Ok((images, spec, reservation))
 }
 
 fn codec_error(e: CodecError, i: usize) -> ApiError {

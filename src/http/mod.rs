@@ -7,6 +7,7 @@ pub mod conv;
 pub mod health;
 pub mod images;
 pub mod layers;
+pub mod multipart;
 pub mod negotiate;
 pub mod observe;
 pub mod playground;
