@@ -242,25 +242,19 @@ fn transform_weights(weight: ArrayView4<'_, f32>) -> Vec<f32> {
                             }
                         }
                     }
-                    // G w: the 4 transformed values of each of the 3 columns.
+                    // G w: the 4 transformed values of each of the 3 columns; then
+                    // (G w) Gᵀ: the same on row i of those columns.
                     for j in 0..3 {
-                        let (a0, a1, a2) = (&taps[j], &taps[3 + j], &taps[6 + j]);
-                        for b in 0..RUN {
-                            cols[4 * j][b] = a0[b];
-                            cols[4 * j + 1][b] = 0.5 * (a0[b] + a1[b] + a2[b]);
-                            cols[4 * j + 2][b] = 0.5 * (a0[b] - a1[b] + a2[b]);
-                            cols[4 * j + 3][b] = a2[b];
-                        }
+                        g_lanes(
+                            [&taps[j], &taps[3 + j], &taps[6 + j]],
+                            &mut cols[4 * j..4 * j + 4],
+                        );
                     }
-                    // (G w) Gᵀ: row i of the 3 columns.
                     for i in 0..4 {
-                        let (a0, a1, a2) = (&cols[i], &cols[4 + i], &cols[8 + i]);
-                        for b in 0..RUN {
-                            vals[4 * i][b] = a0[b];
-                            vals[4 * i + 1][b] = 0.5 * (a0[b] + a1[b] + a2[b]);
-                            vals[4 * i + 2][b] = 0.5 * (a0[b] - a1[b] + a2[b]);
-                            vals[4 * i + 3][b] = a2[b];
-                        }
+                        g_lanes(
+                            [&cols[i], &cols[4 + i], &cols[8 + i]],
+                            &mut vals[4 * i..4 * i + 4],
+                        );
                     }
                     let at = ((p - first) * c_in + c0) * MR;
                     for (d, v) in dst.iter_mut().zip(&vals) {
@@ -275,6 +269,21 @@ fn transform_weights(weight: ArrayView4<'_, f32>) -> Vec<f32> {
     // every panel, `c_in × 8` floats, was written above.
     unsafe { u.set_len(len) };
     u
+}
+
+/// `G a` for three rows of lanes `a` (the same transform in every lane) into four rows.
+#[inline(always)]
+fn g_lanes<const N: usize>(a: [&[f32; N]; 3], out: &mut [[f32; N]]) {
+    let [a0, a1, a2] = a;
+    let [o0, o1, o2, o3] = out else {
+        unreachable!("four output rows")
+    };
+    for b in 0..N {
+        o0[b] = a0[b];
+        o1[b] = 0.5 * (a0[b] + a1[b] + a2[b]);
+        o2[b] = 0.5 * (a0[b] - a1[b] + a2[b]);
+        o3[b] = a2[b];
+    }
 }
 
 /// Padded rows `first .. first + band_rows` of every channel of `x` (`plane` floats
