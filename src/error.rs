@@ -12,18 +12,120 @@ use serde_json::{json, Map, Value};
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// The problem type slug of an error response, left in the response's extensions for
-/// the metrics middleware (rejections by reason).
+/// Every kind of problem convd answers with: the slug of its `type` URI
+/// (`urn:convd:problem:<slug>`) and its coarse reason for
+/// `convd_rejected_requests_total{reason}`. A closed set, so that a new kind cannot be a
+/// typo that the metrics would count as "invalid". Left in the response's extensions for
+/// the metrics middleware.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProblemKind(pub &'static str);
+pub enum ProblemKind {
+    /// 400: not well-formed (JSON syntax, types, multipart framing, headers).
+    MalformedRequest,
+    /// 422: well-formed, but impossible (shapes, parameters).
+    InvalidSpec,
+    /// 415: a content type or image format the endpoint does not take.
+    UnsupportedMediaType,
+    /// 406: no acceptable representation.
+    NotAcceptable,
+    /// 413/422: over a configured limit.
+    LimitExceeded,
+    /// 422: an output value does not fit float32 where JSON cannot carry it.
+    OutputNotFinite,
+    /// 401: a missing or wrong API key.
+    Unauthorized,
+    /// 404: no such route or sample.
+    NotFound,
+    /// 405: a route without this method.
+    MethodNotAllowed,
+    /// 408: a request body slower than the minimum rate.
+    BodyTooSlow,
+    /// 503: the bytes of request bodies in flight are at their budget.
+    BodiesInFlight,
+    /// 503: the compute pool's admission is full.
+    Overloaded,
+    /// 503: the computation was cancelled.
+    Cancelled,
+    /// 504: past the request's deadline.
+    DeadlineExceeded,
+    /// 500: a bug; the cause is logged.
+    Internal,
+}
+
+impl ProblemKind {
+    /// Every kind.
+    pub const ALL: [Self; 15] = [
+        Self::MalformedRequest,
+        Self::InvalidSpec,
+        Self::UnsupportedMediaType,
+        Self::NotAcceptable,
+        Self::LimitExceeded,
+        Self::OutputNotFinite,
+        Self::Unauthorized,
+        Self::NotFound,
+        Self::MethodNotAllowed,
+        Self::BodyTooSlow,
+        Self::BodiesInFlight,
+        Self::Overloaded,
+        Self::Cancelled,
+        Self::DeadlineExceeded,
+        Self::Internal,
+    ];
+
+    /// The slug of the problem's `type` URI.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed-request",
+            Self::InvalidSpec => "invalid-spec",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::NotAcceptable => "not-acceptable",
+            Self::LimitExceeded => "limit-exceeded",
+            Self::OutputNotFinite => "output-not-finite",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
+            Self::BodyTooSlow => "body-too-slow",
+            Self::BodiesInFlight => "bodies-in-flight",
+            Self::Overloaded => "overloaded",
+            Self::Cancelled => "cancelled",
+            Self::DeadlineExceeded => "deadline-exceeded",
+            Self::Internal => "internal",
+        }
+    }
+
+    /// The coarse reason, the `reason` label of `convd_rejected_requests_total`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Overloaded => "overloaded",
+            Self::BodiesInFlight => "body_budget",
+            Self::BodyTooSlow => "body_too_slow",
+            Self::DeadlineExceeded => "deadline",
+            Self::Cancelled => "cancelled",
+            Self::LimitExceeded => "limit",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound | Self::MethodNotAllowed => "not_found",
+            Self::Internal => "internal",
+            Self::MalformedRequest
+            | Self::InvalidSpec
+            | Self::UnsupportedMediaType
+            | Self::NotAcceptable
+            | Self::OutputNotFinite => "invalid",
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.slug())
+    }
+}
 
 /// A refused or failed request.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status (4xx for the caller's mistakes, 5xx for ours or for overload).
     pub status: StatusCode,
-    /// Short machine-readable slug, the last part of the `type` URI.
-    pub kind: &'static str,
+    /// The kind of problem (the `type` URI's slug).
+    pub kind: ProblemKind,
     /// Explanation for the caller.
     pub detail: String,
     /// JSON Pointer (RFC 6901) to the field at fault, or the multipart part name.
@@ -39,7 +141,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error of any status.
-    pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
             status,
             kind,
@@ -65,19 +167,27 @@ impl ApiError {
 
     /// 400: the body is not well-formed (JSON syntax, wrong types, multipart framing).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed-request", detail)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            ProblemKind::MalformedRequest,
+            detail,
+        )
     }
 
     /// 422: well-formed, but the spec is impossible (shapes, parameters).
     pub fn invalid_spec(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid-spec", detail)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ProblemKind::InvalidSpec,
+            detail,
+        )
     }
 
     /// 415: a content type (or image format) the endpoint does not take.
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
+            ProblemKind::UnsupportedMediaType,
             detail,
         )
     }
@@ -86,7 +196,7 @@ impl ApiError {
     pub fn over_limit(status: StatusCode, what: &str, limit: u64, actual: u64) -> Self {
         let mut e = Self::new(
             status,
-            "limit-exceeded",
+            ProblemKind::LimitExceeded,
             format!("{what} is {actual}, over the limit of {limit}"),
         );
         e.extra.insert("limit".into(), json!(limit));
@@ -99,7 +209,7 @@ impl ApiError {
     pub fn overloaded(retry_after: u64) -> Self {
         let mut e = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
+            ProblemKind::Overloaded,
             "the service is at capacity; retry after the delay in Retry-After",
         );
         e.retry_after = Some(retry_after);
@@ -110,7 +220,7 @@ impl ApiError {
     pub fn deadline(ms: u64) -> Self {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "deadline-exceeded",
+            ProblemKind::DeadlineExceeded,
             format!("the request did not finish within its deadline of {ms} ms; its computation was stopped"),
         )
     }
@@ -120,7 +230,7 @@ impl ApiError {
         tracing::error!(%cause, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemKind::Internal,
             "an internal error occurred; it has been logged",
         )
     }
@@ -142,7 +252,7 @@ impl ApiError {
         let mut m = Map::new();
         m.insert(
             "type".into(),
-            json!(format!("urn:convd:problem:{}", self.kind)),
+            json!(format!("urn:convd:problem:{}", self.kind.slug())),
         );
         m.insert(
             "title".into(),
@@ -183,7 +293,7 @@ impl IntoResponse for ApiError {
         if self.close {
             h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        res.extensions_mut().insert(ProblemKind(self.kind));
+        res.extensions_mut().insert(self.kind);
         res
     }
 }
@@ -248,4 +358,44 @@ pub fn parse_value<T: serde::de::DeserializeOwned>(
         };
         ApiError::invalid_spec(format!("`{shown}`: {}", e.into_inner())).at(pointer)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_kind_has_its_own_slug_a_known_reason_and_is_documented() {
+        let openapi = include_str!("../openapi.yaml");
+        let mut seen = std::collections::HashSet::new();
+        for k in ProblemKind::ALL {
+            assert!(seen.insert(k.slug()), "{k:?}: slug used twice");
+            assert!(k
+                .slug()
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'-'));
+            assert!(
+                [
+                    "overloaded",
+                    "body_budget",
+                    "body_too_slow",
+                    "deadline",
+                    "cancelled",
+                    "limit",
+                    "invalid",
+                    "unauthorized",
+                    "not_found",
+                    "internal"
+                ]
+                .contains(&k.reason()),
+                "{k:?}: reason {} is not in README's list",
+                k.reason()
+            );
+            assert!(
+                openapi.contains(&format!("`{}`", k.slug()))
+                    || openapi.contains(&format!("problem:{}", k.slug())),
+                "{k:?} is not in openapi.yaml"
+            );
+        }
+    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::ComputeSettings;
 use crate::conv::CancelToken;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind};
 use crate::metrics::{Metrics, PoolGauges};
 
 /// Cancels its token when dropped: a request future dropped mid-flight stops its job.
@@ -224,7 +224,7 @@ impl Drop for KeepAwake {
 pub fn cancelled() -> ApiError {
     ApiError::new(
         http::StatusCode::SERVICE_UNAVAILABLE,
-        "cancelled",
+        ProblemKind::Cancelled,
         "the computation was cancelled",
     )
 }

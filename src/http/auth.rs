@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::config::{ApiKey, ServerSettings};
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind};
 
 /// The keys in force and which routes are public.
 #[derive(Clone, Default)]
@@ -102,7 +102,7 @@ pub async fn require_key(State(keys): State<Arc<ApiKeys>>, req: Request, next: N
 }
 
 fn unauthorized(detail: &str, challenge: &'static str) -> Response {
-    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, ProblemKind::Unauthorized, detail)
         .at("/headers/authorization")
         .into_response();
     res.headers_mut().insert(

@@ -31,7 +31,7 @@ use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind};
 use std::future::Future;
 
 /// The bytes of request bodies in flight, against a maximum. Cheap to clone.
@@ -188,10 +188,12 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
     while let Some(err) = cur {
         if let Some(b) = err.downcast_ref::<BodyError>() {
             return Some(match b {
-                BodyError::TooSlow { .. } => {
-                    ApiError::new(StatusCode::REQUEST_TIMEOUT, "body-too-slow", b.to_string())
-                        .closing()
-                }
+                BodyError::TooSlow { .. } => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    ProblemKind::BodyTooSlow,
+                    b.to_string(),
+                )
+                .closing(),
                 BodyError::TooLarge { limit } => ApiError::over_limit(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "request body bytes",
@@ -210,7 +212,7 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
 fn busy(retry_after_secs: u64) -> ApiError {
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "bodies-in-flight",
+        ProblemKind::BodiesInFlight,
         "the server is reading too many request bodies at once; retry later",
     )
     .retry_after(retry_after_secs)

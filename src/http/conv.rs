@@ -25,7 +25,7 @@ use crate::conv::{
     buffers, receptive_fields, run_stack, Activation, Conv2dAlgo, Conv2dGeometry, Conv2dLayer,
     PaddingMode, ReceptiveField,
 };
-use crate::error::{parse_json, ApiError};
+use crate::error::{parse_json, ApiError, ProblemKind};
 use crate::tensor::Tensor;
 use crate::worker::cancelled;
 
@@ -371,7 +371,7 @@ pub fn tensor_reply(
                 let first = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
                 return Err(ApiError::new(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "output-not-finite",
+                    ProblemKind::OutputNotFinite,
                     format!("{nonfinite} output value(s) overflow float32 (first at flat index {first}); JSON cannot carry Inf/NaN: scale the inputs down or ask for `Accept: application/x-npy`"),
                 )
                 .with("count", serde_json::json!(nonfinite))

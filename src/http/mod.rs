@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::{Limits, ServerSettings, Settings};
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind};
 use crate::metrics::Metrics;
 use crate::worker::ComputePool;
 
@@ -111,7 +111,7 @@ pub fn app(state: AppState) -> Router {
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not-found",
+        ProblemKind::NotFound,
         format!("no route for {} {}", req.method(), req.uri().path()),
     )
 }
@@ -119,7 +119,7 @@ async fn not_found(req: Request) -> ApiError {
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ProblemKind::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )
 }

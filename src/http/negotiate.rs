@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use axum::http::{header, HeaderMap, HeaderValue};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind};
 
 /// Picks the response media type from `Accept` among `offered` (first = default).
 ///
@@ -54,7 +54,7 @@ pub fn negotiate(
         Some((_, _, o)) => Ok(Some(o)),
         None => Err(ApiError::new(
             axum::http::StatusCode::NOT_ACCEPTABLE,
-            "not-acceptable",
+            ProblemKind::NotAcceptable,
             format!("Accept `{accept}` admits none of: {}", offered.join(", ")),
         )
         .at("/headers/accept")),

@@ -35,22 +35,6 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The coarse reason of a problem type, for `convd_rejected_requests_total{reason}`.
-fn reason(problem: &str) -> &'static str {
-    match problem {
-        "overloaded" => "overloaded",
-        "bodies-in-flight" => "body_budget",
-        "body-too-slow" => "body_too_slow",
-        "deadline-exceeded" => "deadline",
-        "cancelled" => "cancelled",
-        "limit-exceeded" => "limit",
-        "unauthorized" => "unauthorized",
-        "not-found" | "method-not-allowed" => "not_found",
-        "internal" => "internal",
-        _ => "invalid",
-    }
-}
-
 fn method_label(m: &Method) -> &'static str {
     match *m {
         Method::GET => "GET",
@@ -93,8 +77,8 @@ pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> 
             metrics.stage(stage, ms / 1e3);
         }
     }
-    if let Some(&ProblemKind(kind)) = res.extensions().get::<ProblemKind>() {
-        metrics.rejected(reason(kind), kind);
+    if let Some(&kind) = res.extensions().get::<ProblemKind>() {
+        metrics.rejected(kind.reason(), kind.slug());
     }
     let out = metrics.response_bytes(&route);
     res.map(|b| counted(b, out))
@@ -134,20 +118,4 @@ pub async fn problem_request_id(req: Request, next: Next) -> Response {
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, Body::from(body))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_problem_type_maps_to_a_reason() {
-        assert_eq!(reason("overloaded"), "overloaded");
-        assert_eq!(reason("deadline-exceeded"), "deadline");
-        assert_eq!(reason("limit-exceeded"), "limit");
-        assert_eq!(reason("invalid-spec"), "invalid");
-        assert_eq!(reason("malformed-request"), "invalid");
-        assert_eq!(reason("unsupported-media-type"), "invalid");
-        assert_eq!(reason("unauthorized"), "unauthorized");
-    }
 }

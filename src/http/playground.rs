@@ -14,7 +14,7 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemKind};
 
 /// The page, compiled in.
 pub const INDEX_HTML: &str = include_str!("playground/index.html");
@@ -67,7 +67,7 @@ pub async fn sample(Path(name): Path<String>) -> Result<Response, ApiError> {
         let known: Vec<&str> = SAMPLES.iter().map(|(n, _)| *n).collect();
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "not-found",
+            ProblemKind::NotFound,
             format!("no sample named `{name}`; samples: {}", known.join(", ")),
         )
     })?;
