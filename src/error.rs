@@ -137,6 +137,9 @@ pub struct ApiError {
     /// Whether the response closes the connection (`Connection: close`): a body refused
     /// unread, or read too slowly, cannot be skipped to reach the next request.
     pub close: bool,
+    /// What went wrong inside (500 only): logged when the response is made, in the
+    /// request's span, never sent.
+    pub cause: Option<String>,
 }
 
 impl ApiError {
@@ -150,6 +153,7 @@ impl ApiError {
             extra: Map::new(),
             retry_after: None,
             close: false,
+            cause: None,
         }
     }
 
@@ -225,14 +229,16 @@ impl ApiError {
         )
     }
 
-    /// 500 with an opaque body; `cause` is logged, not sent.
+    /// 500 with an opaque body; `cause` is logged when the response is made (so with the
+    /// request's id), not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(%cause, "internal error");
-        Self::new(
+        let mut e = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::Internal,
             "an internal error occurred; it has been logged",
-        )
+        );
+        e.cause = Some(cause.to_string());
+        e
     }
 
     /// Sets the JSON Pointer to the field at fault.
@@ -280,6 +286,9 @@ impl std::error::Error for ApiError {}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if let Some(cause) = &self.cause {
+            tracing::error!(%cause, "internal error");
+        }
         let mut res = (
             self.status,
             serde_json::to_vec(&self.body()).unwrap_or_default(),

@@ -1,4 +1,4 @@
-//! The HTTP surface: router, shared state; the middleware stack is in [`layers`]. Handlers
+//! The HTTP surface: router, shared state; the middleware stack is in [`middleware`]. Handlers
 //! stay thin: extract → validate cheaply → run on the [`ComputePool`] → respond.
 
 pub mod auth;
@@ -6,7 +6,7 @@ pub mod budget;
 pub mod conv;
 pub mod health;
 pub mod images;
-pub mod layers;
+pub mod middleware;
 pub mod multipart;
 pub mod negotiate;
 pub mod observe;
@@ -105,7 +105,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state.clone());
-    layers::apply(router, &state)
+    middleware::apply(router, &state)
 }
 
 async fn not_found(req: Request) -> ApiError {
