@@ -316,17 +316,20 @@ fn build_layers(
 ) -> Result<(Vec<PendingLayer>, bool), ApiError> {
     let specs: Vec<(String, KernelSpec)> = match layers {
         None => vec![("/parts/spec".to_string(), top)],
-        Some(layers) => {
+        Some(mut layers) => {
             if top.kernel.is_some()
                 || top.preset.is_some()
                 || top.bias.is_some()
-                || top.channels.is_some()
                 || !top.rest.is_empty()
             {
                 return Err(ApiError::invalid_spec(
-                    "with `layers`, give kernels and parameters inside each layer",
+                    "with `layers`, give kernels and parameters inside each layer (a top-level `channels` is the default of the layers that do not give their own)",
                 )
                 .at("/parts/spec/layers"));
+            }
+            // A top-level `channels` applies to every layer without its own.
+            for l in &mut layers {
+                l.channels = l.channels.or(top.channels);
             }
             if layers.is_empty() {
                 return Err(

@@ -184,6 +184,34 @@ async fn each_channel_keeps_a_colour_picture_in_colour() {
 }
 
 #[tokio::test]
+async fn every_convolve_spec_example_of_openapi_is_accepted() {
+    // The ConvolveSpec examples, sent as they are documented (each must get 200).
+    let doc: serde_yaml::Value = serde_yaml::from_str(include_str!("../../openapi.yaml")).unwrap();
+    let examples = doc["components"]["schemas"]["ConvolveSpec"]["examples"]
+        .as_sequence()
+        .expect("ConvolveSpec has examples")
+        .clone();
+    assert!(examples.len() >= 4);
+    let app = spawn_app().await;
+    for ex in examples {
+        let spec: Value = serde_json::to_value(&ex).unwrap();
+        let res = convolve(&app, &["astronaut.png"], spec.clone(), None).await;
+        assert_eq!(res.status(), 200, "{spec}: {}", res.text().await.unwrap());
+    }
+    // A top-level `channels` is the default of every layer without its own: the stack
+    // example keeps RGB in colour through both layers.
+    let spec = json!({"color": "rgb", "channels": "each", "layers": [{"preset": "box", "size": 3}, {"preset": "unsharp", "amount": 1.5, "padding": "same"}]});
+    let res = convolve(&app, &["astronaut.png"], spec, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-conv-shape"], "1,3,510,510");
+    // A layer's own `channels` wins: summed over RGB in the first layer, one map after.
+    let spec = json!({"color": "rgb", "channels": "each", "layers": [{"preset": "box", "size": 3, "channels": "sum"}, {"preset": "identity", "size": 1}]});
+    let res = convolve(&app, &["astronaut.png"], spec, None).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-conv-shape"], "1,1,510,510");
+}
+
+#[tokio::test]
 async fn a_batch_of_two_gives_n_2_and_a_montage() {
     let app = spawn_app().await;
     let res = convolve(
