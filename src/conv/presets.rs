@@ -273,7 +273,7 @@ const E: f32 = -0.125;
 
 #[rustfmt::skip]
 const PRESETS: &[PresetDef] = &[
-    computed("identity", "1 at the centre, 0 elsewhere: output equals input",
+    computed("identity", "1 at the centre, 0 elsewhere: each channel passes through (with the default `channels: sum` several channels are added into one map)",
         &[size("size", Some(3), true, "kernel side in pixels (odd)")],
         |a| Ok(delta(a.size("size")?))),
     fixed("edge_1x3", "1×3 horizontal difference [1, 0, -1] (black/white boundary detector)", 1, 3,

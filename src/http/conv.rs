@@ -200,32 +200,35 @@ impl ShapeReport {
 ///
 /// # Errors
 /// 413 / 422 with `limit` and `actual`.
-pub fn check_limits(limits: &Limits, geoms: &[Conv2dGeometry]) -> Result<(), ApiError> {
+pub fn check_limits(
+    limits: &Limits,
+    geoms: &[Conv2dGeometry],
+    layers: &[PendingLayer],
+) -> Result<(), ApiError> {
     let over = |what: &str, limit: u64, actual: u64, at: String| {
         ApiError::over_limit(StatusCode::UNPROCESSABLE_ENTITY, what, limit, actual).at(at)
     };
+    // Each layer's pointer prefix and what its request calls the weight (`kernel` in an
+    // image spec), so that a limit points at the member the client sent.
+    let base = |i: usize| layers.get(i).map_or(String::new(), |l| l.base.clone());
+    let weight = |i: usize| layers.get(i).map_or("weight", |l| l.weight_field);
     if geoms.len() as u64 > limits.max_layers {
-        return Err(over(
-            "layers",
-            limits.max_layers,
-            geoms.len() as u64,
-            "/layers".into(),
-        ));
+        let first = base(0);
+        let at = first
+            .strip_suffix("/0")
+            .map_or_else(|| format!("{first}/layers"), str::to_string);
+        return Err(over("layers", limits.max_layers, geoms.len() as u64, at));
     }
     let mut macs = 0u64;
     for (i, g) in geoms.iter().enumerate() {
-        let base = if geoms.len() > 1 {
-            format!("/layers/{i}")
-        } else {
-            String::new()
-        };
+        let base = base(i);
         let side = g.k_h.max(g.k_w) as u64;
         if side > limits.max_kernel_side {
             return Err(over(
                 "kernel side",
                 limits.max_kernel_side,
                 side,
-                format!("{base}/weight"),
+                format!("{base}/{}", weight(i)),
             ));
         }
         // The compute reads the padded input (in bands, but a band spans the padded
@@ -250,7 +253,7 @@ pub fn check_limits(limits: &Limits, geoms: &[Conv2dGeometry]) -> Result<(), Api
                 "channels",
                 limits.max_channels,
                 channels,
-                format!("{base}/weight"),
+                format!("{base}/{}", weight(i)),
             ));
         }
         if g.output_len() > limits.max_output_elements {
@@ -328,7 +331,7 @@ impl ConvJob {
     ) -> Result<(Array4<f32>, ShapeReport), ApiError> {
         let shape = self.input.shape();
         let geoms = plan([shape[0], shape[1], shape[2], shape[3]], &self.layers)?;
-        check_limits(limits, &geoms)?;
+        check_limits(limits, &geoms, &self.layers)?;
         let activations: Vec<Activation> = self.layers.iter().map(|l| l.layer.activation).collect();
         let mut report = ShapeReport::new(&geoms, &activations);
         let layers: Vec<Conv2dLayer> = self.layers.into_iter().map(|l| l.layer).collect();

@@ -382,6 +382,12 @@ fn kernel_layer(spec: KernelSpec, c_in: usize, base: &str) -> Result<PendingLaye
                     .at(format!("{base}/preset")),
             )
         }
+        (None, None) if preset_params.contains_key("weight") => {
+            return Err(ApiError::invalid_spec(
+                "the image API takes the kernel as `kernel` (2-D, or 4-D like the tensor API's `weight`) or a `preset`; `weight` is the tensor API's name",
+            )
+            .at(format!("{base}/weight")))
+        }
         (None, None) => {
             return Err(
                 ApiError::invalid_spec("missing `kernel` or `preset`").at(format!("{base}/kernel"))

@@ -715,3 +715,26 @@ async fn chunked_post(app: &TestApp, path: &str, body: &[u8]) -> String {
     let _ = conn.read_to_end(&mut out).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test]
+async fn malformed_json_points_at_the_document_with_line_and_column() {
+    let app = spawn_app().await;
+    for (body, pointer) in [
+        ("{\"input\": [1, 2,, 3]}", "/input/2"),
+        ("{{", ""),
+        ("nope", ""),
+    ] {
+        let res = app
+            .client
+            .post(app.url("/v1/conv2d"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let p = crate::helpers::expect_problem(res, 400).await;
+        assert_eq!(p["pointer"].as_str().unwrap_or(""), pointer, "{body}: {p}");
+        assert!(!p["pointer"].as_str().unwrap_or("").contains('?'), "{p}");
+        assert!(p["detail"].as_str().unwrap().contains("line 1"), "{p}");
+    }
+}

@@ -212,6 +212,30 @@ async fn every_convolve_spec_example_of_openapi_is_accepted() {
 }
 
 #[tokio::test]
+async fn image_spec_errors_point_at_the_member_the_client_sent() {
+    let app = spawn_app().await;
+    // A kernel over max_kernel_side (64): the spec's `kernel`, not the tensor API's `weight`.
+    let big = vec![vec![0.0; 65]; 65];
+    let res = convolve(&app, &["astronaut.png"], json!({"kernel": big}), None).await;
+    let p = expect_problem(res, 422).await;
+    assert_eq!(p["pointer"], "/parts/spec/kernel", "{p}");
+    let res = convolve(
+        &app,
+        &["astronaut.png"],
+        json!({"layers": [{"preset": "box"}, {"kernel": big}]}),
+        None,
+    )
+    .await;
+    let p = expect_problem(res, 422).await;
+    assert_eq!(p["pointer"], "/parts/spec/layers/1/kernel", "{p}");
+    // `weight` is the tensor API's name: said so.
+    let res = convolve(&app, &["astronaut.png"], json!({"weight": [[1]]}), None).await;
+    let p = expect_problem(res, 422).await;
+    assert_eq!(p["pointer"], "/parts/spec/weight", "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("tensor API"), "{p}");
+}
+
+#[tokio::test]
 async fn a_batch_of_two_gives_n_2_and_a_montage() {
     let app = spawn_app().await;
     let res = convolve(
