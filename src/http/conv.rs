@@ -508,12 +508,12 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
                 .await
         }
         Some("multipart/form-data") => {
-            let parts = read_npy_parts(&app, req).await?;
+            let raw = super::multipart::read(req, limits.max_body_bytes).await?;
             app.pool
                 .run(move |cancel| {
                     let mut timings = Timings::default();
                     let t = Instant::now();
-                    let job = parts.into_job(&limits)?;
+                    let job = npy_parts(raw)?.into_job(&limits)?;
                     timings.record("parse", t);
                     let (out, report) = job.run(&limits, cancel, &mut timings)?;
                     let reply = tensor_reply(&out, &report, format, timings, None);
@@ -568,8 +568,10 @@ pub struct NpyParts {
     _reservation: Option<Reservation>,
 }
 
-async fn read_npy_parts(app: &AppState, req: Request) -> Result<NpyParts, ApiError> {
-    let (fields, reservation) = super::multipart::read(req, app.limits.max_body_bytes).await?;
+/// The named parts of a multipart tensor request (on the pool: it splits the body).
+fn npy_parts(raw: super::multipart::RawMultipart) -> Result<NpyParts, ApiError> {
+    let fields = raw.parts()?;
+    let reservation = raw.body.reservation;
     let mut parts = NpyParts {
         input: None,
         weight: None,

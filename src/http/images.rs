@@ -129,14 +129,15 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
     if let Err(e) = app.pool.check_room() {
         return Err(super::budget::drain(req, e).await);
     }
-    // The reservation is held with the image bytes, until they are decoded (see
-    // http::budget).
-    let (images, spec, reservation) = read_parts(&app, req).await?;
+    let raw = super::multipart::read(req, app.limits.max_body_bytes).await?;
     let limits = app.limits.clone();
     app.pool
         .run(move |cancel| {
             let mut timings = Timings::default();
             let t = Instant::now();
+            // The reservation is held with the image bytes, until they are decoded (see
+            // http::budget).
+            let (images, spec, reservation) = image_parts(raw, &limits)?;
             let spec: ImageSpec = parse_json(&spec, "/parts/spec")?;
             let color = spec.color.unwrap_or_default();
             let scale = spec.scale.unwrap_or(1.0);
@@ -196,20 +197,22 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
         .await
 }
 
-async fn read_parts(
-    app: &AppState,
-    req: Request,
+/// The image parts and the spec part (on the pool: it splits the body).
+fn image_parts(
+    raw: super::multipart::RawMultipart,
+    limits: &Limits,
 ) -> Result<(Vec<Bytes>, Bytes, Option<Reservation>), ApiError> {
-    let (parts, reservation) = super::multipart::read(req, app.limits.max_body_bytes).await?;
+    let parts = raw.parts()?;
+    let reservation = raw.body.reservation;
     let mut images = Vec::new();
     let mut spec = None;
     for part in parts {
         let name = part.name;
-        if name == "image" && images.len() as u64 >= app.limits.max_images {
+        if name == "image" && images.len() as u64 >= limits.max_images {
             return Err(ApiError::over_limit(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "image parts",
-                app.limits.max_images,
+                limits.max_images,
                 images.len() as u64 + 1,
             )
             .at("/parts/image"));

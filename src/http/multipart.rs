@@ -16,16 +16,35 @@ use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::header;
 
-use super::budget::Reservation;
+use super::budget::ReadBody;
 use crate::error::ApiError;
 
+/// A `multipart/form-data` body read whole, not yet split.
+#[derive(Debug)]
+pub struct RawMultipart {
+    /// The body and its reservation.
+    pub body: ReadBody,
+    boundary: String,
+}
+
+impl RawMultipart {
+    /// Splits the body into its parts: a scan of the whole body, so callers run it on the
+    /// compute pool, not on the async runtime.
+    ///
+    /// # Errors
+    /// 400 for a malformed body.
+    pub fn parts(&self) -> Result<Vec<Part>, ApiError> {
+        parse(&self.body.bytes, &self.boundary)
+    }
+}
+
 /// Reads a `multipart/form-data` request whole (at most `limit` bytes, see
-/// [`super::conv::read_body`]) and splits it; the reservation counts the body until the
-/// parts are dropped.
+/// [`super::conv::read_body`]); the boundary is checked first, the split is left to
+/// [`RawMultipart::parts`]. The body's reservation comes with it.
 ///
 /// # Errors
-/// 400 for a malformed body or content type, 408/413/503 from reading the body.
-pub async fn read(req: Request, limit: u64) -> Result<(Vec<Part>, Option<Reservation>), ApiError> {
+/// 400 for a content type without a boundary, 408/413/503 from reading the body.
+pub async fn read(req: Request, limit: u64) -> Result<RawMultipart, ApiError> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -33,7 +52,7 @@ pub async fn read(req: Request, limit: u64) -> Result<(Vec<Part>, Option<Reserva
         .unwrap_or("");
     let boundary = boundary(ct)?;
     let body = super::conv::read_body(req, limit).await?;
-    Ok((parse(&body.bytes, &boundary)?, body.reservation))
+    Ok(RawMultipart { body, boundary })
 }
 
 /// Most parts in one body (the endpoints take at most `max_images` + 1 or 4).
