@@ -181,10 +181,10 @@ impl ComputePool {
 /// Keeps the pool's other threads awake while one job runs, so that the job's parallel
 /// loops start on every core at once instead of waiting for sleeping threads to wake.
 ///
-/// Started on the job's thread, it spawns one task per other thread that runs pending pool
-/// work (`rayon::yield_now`) until the job ends (this guard drops) or [`KEEP_AWAKE_MAX`]
-/// passes; a task that lands on the job's own thread returns at once, so it can never
-/// hold up the job. Idle spinning costs at most that long on an otherwise idle core.
+/// Started on the job's thread, it broadcasts a task to every pool thread that runs
+/// pending pool work (`rayon::yield_now`) until the job ends (this guard drops) or
+/// [`KEEP_AWAKE_MAX`] passes; on the job's own thread the task returns at once, so it can
+/// never hold up the job. Idle spinning costs at most that long on an otherwise idle core.
 struct KeepAwake(Arc<std::sync::atomic::AtomicBool>);
 
 /// Longest a kept-awake thread spins without work.
@@ -194,22 +194,18 @@ impl KeepAwake {
     fn start() -> Self {
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let owner = rayon::current_thread_index();
-        for _ in 1..rayon::current_num_threads() {
-            let done = done.clone();
-            rayon::spawn(move || {
-                if rayon::current_thread_index() == owner {
-                    return;
-                }
-                let mut idle_since = Instant::now();
-                while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    match rayon::yield_now() {
-                        Some(rayon::Yield::Executed) => idle_since = Instant::now(),
-                        _ if idle_since.elapsed() > KEEP_AWAKE_MAX => return,
-                        _ => std::hint::spin_loop(),
-                    }
-                }
-            });
-        }
+        let flag = done.clone();
+        // One copy per thread, queued on that thread: a task spawned into the shared
+        // queues could be taken by the job's own thread (it returns at once there) and
+        // leave the other asleep.
+        rayon::spawn_broadcast(move |ctx| {
+            if Some(ctx.index()) != owner {
+                spin_while(
+                    || !flag.load(std::sync::atomic::Ordering::Relaxed),
+                    KEEP_AWAKE_MAX,
+                );
+            }
+        });
         Self(done)
     }
 }
@@ -217,6 +213,21 @@ impl KeepAwake {
 impl Drop for KeepAwake {
     fn drop(&mut self) {
         self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs pending pool work (`rayon::yield_now`) while `go()` holds, returning early after
+/// `idle_max` without work. Between looks it yields the CPU to the OS (`sched_yield`), so
+/// that the threads writing a response or reading the next request run at once on a core
+/// that only spins: the core stays awake, and costs nobody else their turn.
+fn spin_while(go: impl Fn() -> bool, idle_max: Duration) {
+    let mut idle_since = Instant::now();
+    while go() {
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => idle_since = Instant::now(),
+            _ if idle_since.elapsed() > idle_max => return,
+            _ => std::thread::yield_now(),
+        }
     }
 }
 
