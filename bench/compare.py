@@ -83,6 +83,10 @@ IMAGE_FILTER = "image filter"
 ZOO = [
     ("stem-r18", "ResNet-18 conv1", "stem", (1, 3, 224, 224), (64, 3, 7, 7), 2, 3, 1, 1, True),
     ("stem-alex", "AlexNet conv1", "stem", (1, 3, 224, 224), (64, 3, 11, 11), 4, 2, 1, 1, True),
+    ("stem-mbv2", "MobileNetV2 stem", "stem", (1, 3, 224, 224), (32, 3, 3, 3), 2, 1, 1, 1, True),
+    ("stem-vgg", "VGG-16 conv1_1", "stem", (1, 3, 224, 224), (64, 3, 3, 3), 1, 1, 1, 1, True),
+    ("stem-yolo", "YOLOv3-tiny conv1", "stem", (1, 3, 416, 416), (16, 3, 3, 3), 1, 1, 1, 1, True),
+    ("c1-mnist", "LeNet-style conv1", "stem", (1, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, 1, True),
     ("pw-r50", "ResNet-50 bottleneck", "pointwise", (1, 64, 56, 56), (256, 64, 1, 1), 1, 0, 1, 1, True),
     ("pw-mbv2", "MobileNetV2 project", "pointwise", (1, 144, 56, 56), (24, 144, 1, 1), 1, 0, 1, 1, True),
     ("pw-s2", "ResNet downsample", "pointwise s2", (1, 256, 56, 56), (512, 256, 1, 1), 2, 0, 1, 1, True),

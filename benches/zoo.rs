@@ -28,6 +28,13 @@ struct Layer(
 const ZOO: &[Layer] = &[
     Layer("stem-r18", [1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1, 1),
     Layer("stem-alex", [1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1, 1),
+    // Layers no issue names, to keep the plan honest on classes rather than shapes:
+    // MobileNet's and VGG's 3×3 stems, a one-channel first layer (MNIST), YOLO's 16-wide
+    // stem on a 416 image.
+    Layer("stem-mbv2", [1, 3, 224, 224], [32, 3, 3, 3], 2, 1, 1, 1),
+    Layer("stem-vgg", [1, 3, 224, 224], [64, 3, 3, 3], 1, 1, 1, 1),
+    Layer("c1-mnist", [1, 1, 28, 28], [32, 1, 3, 3], 1, 1, 1, 1),
+    Layer("stem-yolo", [1, 3, 416, 416], [16, 3, 3, 3], 1, 1, 1, 1),
     Layer("pw-r50", [1, 64, 56, 56], [256, 64, 1, 1], 1, 0, 1, 1),
     Layer("pw-mbv2", [1, 144, 56, 56], [24, 144, 1, 1], 1, 0, 1, 1),
     Layer("pw-s2", [1, 256, 56, 56], [512, 256, 1, 1], 2, 0, 1, 1),

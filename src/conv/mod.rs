@@ -6,7 +6,10 @@
 //! - The algorithms, each property-tested against the oracle: [`direct`] (in-place
 //!   register tiles), [`phased`] (register tiles over padded, stride-phase-split rows),
 //!   [`separable`] (rank-1 kernels as two 1-D passes), [`gemm`] (pointwise and im2col
-//!   GEMMs), on the instruction-set dispatch of [`isa`] and the row layout of `phase`.
+//!   GEMMs), on the instruction-set dispatch of [`isa`] and the row layout of `phase`;
+//!   with AVX-512 also [`igemm`] (the GEMM reading padded planes in place), [`winograd`]
+//!   (3×3 at stride 1) and [`chantile`] (vectors of output channels, for few input
+//!   channels).
 //! - [`stack`]: layers applied in order, receptive field, jump and MACs.
 //! - [`presets`]: named kernels (Sobel, Gaussian, …); no algorithm depends on it.
 //! - [`buffers`]: large output buffers reused between requests.
@@ -17,6 +20,7 @@
 //! the batch size.
 
 pub mod buffers;
+pub mod chantile;
 pub mod direct;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod dwtile;
@@ -97,6 +101,7 @@ pub fn conv2d_with(
             gemm::conv2d_gemm(input, weight, bias, geom, gemm::Lowering::Im2col, cancel)
         }
         Conv2dAlgo::ImplicitGemm => igemm::conv2d_igemm(input, weight, bias, geom, cancel),
+        Conv2dAlgo::ChannelTile => chantile::conv2d_chantile(input, weight, bias, geom, cancel),
         Conv2dAlgo::Winograd => winograd::conv2d_winograd(input, weight, bias, geom, cancel),
     }
 }

@@ -10,7 +10,10 @@
 //! | [`Conv2dAlgo::Phased`] | register tiles over padded, stride-phase-split rows | one copy of the band's input per output channel |
 //! | [`Conv2dAlgo::Separable`] | rank-1 kernel as a vertical then a horizontal 1-D pass | needs `c_in/groups = 1` and a rank-1 kernel (from 5×5) |
 //! | [`Conv2dAlgo::GemmPointwise`] | 1×1 layer as one GEMM on the NCHW planes | a subsampled copy at stride > 1 |
+//! | [`Conv2dAlgo::ChannelTile`] | vectors of 16 output channels, inputs broadcast from padded rows (AVX-512) | a 16 × 16 transpose per output block; weights reread per 6 outputs, so few input channels only |
 //! | [`Conv2dAlgo::GemmIm2col`] | GEMM over column blocks gathered from padded planes | the gather (`K` floats per output pixel) and one padded plane |
+//! | [`Conv2dAlgo::ImplicitGemm`] | the same GEMM reading stride-phase planes in place (AVX-512) | one padded, phase-split copy; lanes past a row's end |
+//! | [`Conv2dAlgo::Winograd`] | F(2×2, 3×3): 16 GEMMs over transformed tiles (3×3, stride 1) | the input, output and weight transforms |
 //!
 //! The model estimates each candidate's time on one core from the layer's shape with the
 //! rates below (measured on the reference machine, see README "Performance") and picks
@@ -43,11 +46,14 @@ pub enum Conv2dAlgo {
     ImplicitGemm,
     /// Winograd F(2×2, 3×3): 16 GEMMs over transformed tiles ([`super::winograd`]).
     Winograd,
+    /// Direct kernel vectorised over output channels, inputs broadcast, AVX-512
+    /// ([`super::chantile`]).
+    ChannelTile,
 }
 
 impl Conv2dAlgo {
     /// Every algorithm.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Direct,
         Self::Phased,
         Self::Separable,
@@ -55,6 +61,7 @@ impl Conv2dAlgo {
         Self::GemmIm2col,
         Self::ImplicitGemm,
         Self::Winograd,
+        Self::ChannelTile,
     ];
 
     /// The name used in reports and `Server-Timing`.
@@ -67,6 +74,7 @@ impl Conv2dAlgo {
             Self::GemmIm2col => "gemm_im2col",
             Self::ImplicitGemm => "implicit_gemm",
             Self::Winograd => "winograd",
+            Self::ChannelTile => "channel_tile",
         }
     }
 
@@ -79,6 +87,7 @@ impl Conv2dAlgo {
             Self::GemmPointwise => super::gemm::pointwise_ok(g),
             Self::ImplicitGemm => super::igemm::available(),
             Self::Winograd => super::winograd::supports(g),
+            Self::ChannelTile => super::chantile::available(),
         }
     }
 }
@@ -118,6 +127,20 @@ const WINOGRAD_TRANSFORM: f64 = 4e9;
 /// just parsed and the 16/9 larger result is written out, and a 256-channel 14×14 layer
 /// ran 1.4–2.2 ms by Winograd against 1.35 ms by the implicit GEMM.
 const WINOGRAD_WEIGHTS: f64 = 0.6e9;
+/// Channel tile (AVX-512), per core, at full tiles (64 output channels, 6 positions).
+/// Fitted on the few-channel layers it is for (stems from 1 and 3 channels, 3×3 at 16
+/// channels): there the implicit GEMM's own estimate is optimistic, as its 16-position
+/// tiles store as many vectors as they do multiply-adds over a short `k`.
+const CHANTILE_MACS: f64 = 60e9;
+/// Outputs per second and core transposed from the channel tile's rows into NCHW.
+const TRANSPOSE: f64 = 16e9;
+/// Largest `c_in/groups` for the channel tile (few input channels: stems, first layers).
+const CHANTILE_MAX_CPG: usize = 16;
+/// Largest `c_in/groups · k_h · k_w` for the channel tile: its weight panel (`k` × 64
+/// floats, 40 KiB at 160) is reread for every 6 outputs and must stay close to L1.
+/// Deeper layers measured slower than the implicit GEMM (3×3/2 from 64 channels: 0.90
+/// against 0.69 ms).
+const CHANTILE_MAX_K: usize = 160;
 /// Direct in-place kernel, stride 1, full tiles (`out_w` ≥ its 128-wide tile).
 const DIRECT_WIDE_MACS: f64 = 16e9;
 /// Direct in-place kernel on rows narrower than a tile (short, variable-length tiles).
@@ -182,6 +205,12 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             let weights = 16.0 * ci * co / WINOGRAD_WEIGHTS;
             gemm + transforms + weights + n * padded / PAD
         }
+        Conv2dAlgo::ChannelTile => {
+            let chans = opg as f64 / opg.next_multiple_of(16) as f64;
+            let cols = g.out_w as f64 / super::chantile::computed_width(g.out_w) as f64;
+            let outputs = n * g.c_out as f64 * pixels;
+            macs / (CHANTILE_MACS * chans * cols) + n * padded / PAD + outputs / TRANSPOSE
+        }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
                 .into_iter()
@@ -201,11 +230,17 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
 ///   same product without gathering the matrix, and measured 0.8–1.0× its time on every
 ///   GEMM layer of the zoo;
 /// - a 1×1 layer without padding at stride 1 is already a GEMM over its input planes, so
-///   the implicit GEMM's padded copy would be pure overhead.
+///   the implicit GEMM's padded copy would be pure overhead;
+/// - the channel tile only for few input channels per group and a weight panel near L1
+///   ([`CHANTILE_MAX_CPG`], [`CHANTILE_MAX_K`]).
 fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
         Conv2dAlgo::ImplicitGemm => !(super::gemm::pointwise_ok(g) && g.stride == [1, 1]),
+        Conv2dAlgo::ChannelTile => {
+            g.c_in / g.groups <= CHANTILE_MAX_CPG
+                && g.c_in / g.groups * g.k_h * g.k_w <= CHANTILE_MAX_K
+        }
         _ => true,
     }
 }
@@ -236,6 +271,11 @@ pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
             "{opg} output channels per group share each input vector; {} inputs per output read in place from the padded planes, {:.0}% of the vector lanes kept",
             g.c_in / g.groups * g.k_h * g.k_w,
             100.0 * (g.out_h * g.out_w) as f64 / (16 * super::igemm::vector_count(g)) as f64
+        ),
+        Conv2dAlgo::ChannelTile => format!(
+            "{} input channel(s) per group and {opg} output channels: vectors of 16 output channels, each of the {} inputs per output broadcast from the padded rows",
+            g.c_in / g.groups,
+            g.c_in / g.groups * g.k_h * g.k_w
         ),
         Conv2dAlgo::Direct => format!(
             "{opg} output channel(s) per group on {}-wide rows at stride 1: register tiles over rows read in place",
@@ -335,13 +375,19 @@ mod tests {
         } else {
             gemm
         };
+        let chantile = if ChannelTile.supports(&geom([1, 3, 8, 8], [16, 3, 3, 3], 1, 1, 1)) {
+            ChannelTile
+        } else {
+            gemm
+        };
         let cases = [
             // image filters: one output per group on wide rows
             (geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1), Direct),
             (geom([1, 3, 1080, 1920], [1, 3, 3, 3], 1, 0, 1), Direct),
             (geom([1, 3, 1080, 1920], [3, 1, 5, 5], 1, 2, 3), Direct),
             // CNN layers
-            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), gemm),
+            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), chantile),
+            (geom([1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1), gemm),
             (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), winograd),
             (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), gemm),
             (geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1), gemm),
@@ -354,6 +400,9 @@ mod tests {
                 GemmPointwise,
             ),
             (geom([1, 144, 56, 56], [144, 1, 3, 3], 1, 1, 144), Phased),
+            // first layers on RGB with short kernels: the channel tile
+            (geom([1, 3, 224, 224], [64, 3, 3, 3], 1, 1, 1), chantile),
+            (geom([1, 3, 416, 416], [16, 3, 3, 3], 1, 1, 1), chantile),
             (geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96), Phased),
         ];
         for (g, want) in cases {

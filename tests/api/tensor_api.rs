@@ -385,20 +385,29 @@ fn layer_request(input: [usize; 4], weight: [usize; 4], extra: Value) -> Value {
 #[tokio::test]
 async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timing() {
     let app = spawn_app().await;
-    // (input, weight, params, algorithm): one per class of layer. The stem's GEMM reads
-    // the padded planes in place where the CPU has AVX-512, else gathers im2col blocks.
-    let stem = if convd::conv::igemm::available() {
-        "implicit_gemm"
+    // (input, weight, params, algorithm): one per class of layer. Where the CPU has
+    // AVX-512, stems and first layers on RGB run vectors of output channels, and deeper
+    // strided layers a GEMM reading the padded planes in place; elsewhere both gather
+    // im2col blocks.
+    let (gemm, stem) = if convd::conv::igemm::available() {
+        ("implicit_gemm", "channel_tile")
     } else {
-        "gemm_im2col"
+        ("gemm_im2col", "gemm_im2col")
     };
     let cases = [
-        ([1, 16, 12, 12], [32, 16, 1, 1], json!({}), "gemm_pointwise"),
+        ([1, 64, 12, 12], [32, 64, 1, 1], json!({}), "gemm_pointwise"),
         (
             [1, 3, 40, 40],
             [16, 3, 7, 7],
             json!({"stride": 2, "padding": 3}),
             stem,
+        ),
+        ([1, 3, 48, 66], [32, 3, 3, 3], json!({"padding": 1}), stem),
+        (
+            [1, 32, 20, 20],
+            [16, 32, 3, 3],
+            json!({"stride": 2, "padding": 1}),
+            gemm,
         ),
         (
             [1, 8, 20, 20],
@@ -421,7 +430,7 @@ async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timin
         let timing = res.headers()["server-timing"].to_str().unwrap().to_string();
         assert!(
             timing.contains(&format!("conv;desc=\"{algo}\";dur=")),
-            "{timing}"
+            "{input:?} {weight:?}: {timing}"
         );
         let b: Value = res.json().await.unwrap();
         assert_eq!(b["layers"][0]["algorithm"], algo, "{input:?} {weight:?}");

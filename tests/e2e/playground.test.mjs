@@ -141,7 +141,7 @@ test("the playground convolves a sample with the Laplacian and shows API errors 
   assert.match(await page.textContent("#st-macs"), /^1,593,108 /); // 198·298 outputs × 3·3·3 weights
   assert.match(await page.textContent("#st-timing"), /conv [\d.]+ ms/);
   // The algorithm the server's plan ran (Server-Timing's conv description).
-  assert.match(await page.textContent("#st-algo"), /^(direct|phased|separable|gemm_pointwise|gemm_im2col|implicit_gemm|winograd)$/);
+  assert.match(await page.textContent("#st-algo"), /^(direct|phased|separable|gemm_pointwise|gemm_im2col|implicit_gemm|winograd|channel_tile)$/);
 
   // "Download PNG" saves the picture shown.
   const [pngDownload] = await Promise.all([
