@@ -219,6 +219,7 @@ fn phased_rows<const FMA: bool, const T: usize, const DW: bool>(
                     offsets,
                     taps: a.taps,
                     row_stride: sh * row_len,
+                    k_w: g.k_w,
                     out_w: g.out_w,
                     bias: a.bias,
                 };
@@ -342,6 +343,33 @@ mod tests {
             let layout = PhaseLayout::new(&g, 0);
             assert!((3 / groups) * layout.row_len() * 4 * 8 > SCRATCH_BYTES);
             check_against_reference(&g, 7, true, |x, w, b| {
+                conv2d_phased(x, w, b, &g, &CancelToken::new()).unwrap()
+            });
+        }
+    }
+
+    #[test]
+    fn depthwise_rows_that_share_input_rows_equal_reference() {
+        use crate::conv::params::{Conv2dParams, Padding, PaddingMode};
+        use crate::conv::testutil::check_against_reference;
+        // Stride 1 down the rows: the depthwise tile loads each input row once for up to
+        // k_h output rows (bands of 4 rows, then the rest one by one), 3×3 and 5×5, narrow
+        // and two-vector rows, column dilation, every padding mode.
+        for (k, dil, mode, w) in [
+            (3, [1, 1], PaddingMode::Zeros, 40),
+            (5, [1, 1], PaddingMode::Reflect, 17),
+            (3, [1, 2], PaddingMode::Replicate, 29),
+            (5, [1, 1], PaddingMode::Circular, 9),
+        ] {
+            let params = Conv2dParams {
+                dilation: dil,
+                padding: Padding::Same,
+                padding_mode: mode,
+                groups: 4,
+                ..Default::default()
+            };
+            let g = Conv2dGeometry::new([2, 4, 23, w], [4, 1, k, k], Some(4), &params).unwrap();
+            check_against_reference(&g, 11, true, |x, w, b| {
                 conv2d_phased(x, w, b, &g, &CancelToken::new()).unwrap()
             });
         }
