@@ -209,15 +209,17 @@ class ConvdServer:
 # ----------------------------------------------------------------------------- machine
 
 def busy_processes() -> list[str]:
-    """Running cargo/rustc processes, as `pid name`."""
+    """Running cargo/rustc processes, as `pid name` (stopped ones, state T, use no CPU)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/comm") as f:
                 comm = f.read().strip()
-        except OSError:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
             continue
-        if comm in ("cargo", "rustc"):
+        if comm in ("cargo", "rustc") and state != "T":
             found.append(f"{pid} {comm}")
     return found
 
