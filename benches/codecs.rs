@@ -1,0 +1,135 @@
+//! Image codecs on a 12-megapixel photo (4032 × 3024, the size of a phone photo): the
+//! decoders and PNG encoders the ecosystem offers, against what convd uses today (the
+//! `image` crate: zune-jpeg for JPEG, `png` with `CompressionType::Fast` and adaptive
+//! filters). Groundwork for streaming photos through the pipeline (issue #14): the codec
+//! is where a photo's time goes (decode 200–260 ms and encode 370–480 ms against a
+//! 22–59 ms convolution, measured 2026-11-28).
+//!
+//! The photo is `bench/data/astronaut_1080p.png` scaled up (Catmull-Rom) with a little
+//! deterministic grain, so that it compresses like a photo rather than like a gradient.
+//! `cargo bench --bench codecs` runs every entry; results are in README "Codecs".
+
+use std::hint::black_box;
+use std::io::Cursor;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ImageEncoder, RgbImage};
+
+const W: u32 = 4032;
+const H: u32 = 3024;
+
+fn photo() -> RgbImage {
+    let src = image::open(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/data/astronaut_1080p.png"))
+        .expect("bench photo")
+        .to_rgb8();
+    let mut img = image::imageops::resize(&src, W, H, image::imageops::FilterType::CatmullRom);
+    let mut s = 0x9e37_79b9u32;
+    for p in img.pixels_mut() {
+        for c in p.0.iter_mut() {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            *c = c.saturating_add((s % 5) as u8).saturating_sub(2);
+        }
+    }
+    img
+}
+
+fn png_image_crate(img: &RgbImage, compression: CompressionType, filter: FilterType) -> Vec<u8> {
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, compression, filter)
+        .write_image(img.as_raw(), W, H, image::ExtendedColorType::Rgb8)
+        .expect("png");
+    out
+}
+
+fn png_mtpng(img: &RgbImage, pool: &rayon::ThreadPool) -> Vec<u8> {
+    use mtpng::encoder::{Encoder, Options};
+    use mtpng::{ColorType, CompressionLevel, Header};
+    let mut header = Header::new();
+    header.set_size(W, H).expect("size");
+    header.set_color(ColorType::Truecolor, 8).expect("colour");
+    let mut options = Options::new();
+    options
+        .set_compression_level(CompressionLevel::Fast)
+        .expect("level");
+    options.set_thread_pool(pool).expect("pool");
+    let mut encoder = Encoder::new(Vec::new(), &options);
+    encoder.write_header(&header).expect("header");
+    encoder.write_image_rows(img.as_raw()).expect("rows");
+    encoder.finish().expect("finish")
+}
+
+fn bench(c: &mut Criterion) {
+    let img = photo();
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .write_image(img.as_raw(), W, H, image::ExtendedColorType::Rgb8)
+        .expect("jpeg");
+    let png = png_image_crate(&img, CompressionType::Fast, FilterType::Adaptive);
+    let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");
+    let pixels = u64::from(W * H);
+    eprintln!(
+        "12 MP photo: JPEG q90 {} KB, PNG (image, fast, adaptive) {} KB, mtpng fast {} KB, PNG (image, fast, no filter) {} KB",
+        jpeg.len() / 1024,
+        png.len() / 1024,
+        png_mtpng(&img, &pool).len() / 1024,
+        png_image_crate(&img, CompressionType::Fast, FilterType::NoFilter).len() / 1024,
+    );
+
+    let mut g = c.benchmark_group("decode_jpeg_12mp");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(pixels));
+    g.bench_function("image (zune-jpeg)", |b| {
+        b.iter(|| black_box(image::load_from_memory(&jpeg).expect("jpeg")))
+    });
+    g.bench_function("zune-jpeg", |b| {
+        b.iter(|| {
+            let mut d = zune_jpeg::JpegDecoder::new(zune_core::bytestream::ZCursor::new(&jpeg));
+            black_box(d.decode().expect("jpeg"))
+        })
+    });
+    g.bench_function("jpeg-decoder (rayon)", |b| {
+        b.iter(|| {
+            let mut d = jpeg_decoder::Decoder::new(Cursor::new(&jpeg));
+            black_box(d.decode().expect("jpeg"))
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("decode_png_12mp");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(pixels));
+    g.bench_function("image (png)", |b| {
+        b.iter(|| black_box(image::load_from_memory(&png).expect("png")))
+    });
+    g.bench_function("zune-png", |b| {
+        b.iter(|| {
+            let mut d = zune_png::PngDecoder::new(zune_core::bytestream::ZCursor::new(&png));
+            black_box(d.decode().expect("png"))
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("encode_png_12mp");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(pixels));
+    for (name, compression, filter) in [
+        ("image fast adaptive (today)", CompressionType::Fast, FilterType::Adaptive),
+        ("image fast sub", CompressionType::Fast, FilterType::Sub),
+        ("image fast none", CompressionType::Fast, FilterType::NoFilter),
+        ("image default adaptive", CompressionType::Default, FilterType::Adaptive),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(png_image_crate(&img, compression, filter)))
+        });
+    }
+    g.bench_function("mtpng fast, 2 threads", |b| {
+        b.iter(|| black_box(png_mtpng(&img, &pool)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
