@@ -307,74 +307,43 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Converts a `serde_path_to_error` path (`layers[0].stride`) into a JSON Pointer
-/// (`/layers/0/stride`).
-pub fn json_pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => {
-                out.push('/');
-                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+impl From<crate::spec::SpecError> for ApiError {
+    /// The one place a refused spec becomes a problem: 400 `malformed-request`, 422
+    /// `invalid-spec` (an unknown preset adds `known`), 413/422 `limit-exceeded` with
+    /// `limit`, `actual` and `limit_name`; the pointer of the member at fault in each.
+    fn from(e: crate::spec::SpecError) -> Self {
+        use crate::spec::SpecError;
+        match e {
+            SpecError::Malformed { detail, pointer } => Self::bad_request(detail).at(pointer),
+            SpecError::Invalid { detail, pointer } => Self::invalid_spec(detail).at(pointer),
+            SpecError::UnknownPreset { detail, pointer } => Self::invalid_spec(detail)
+                .at(pointer)
+                .with("known", json!(crate::conv::presets::PRESET_NAMES)),
+            SpecError::OverLimit {
+                what,
+                limit,
+                actual,
+                pointer,
+                sent,
+            } => {
+                let status = if sent {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                Self::over_limit(status, &what, limit, actual).at(pointer)
             }
-            Segment::Enum { variant } => {
-                out.push('/');
-                out.push_str(variant);
-            }
-            // Where the parser lost track (malformed JSON before any member): the pointer
-            // stops at the deepest member it knew, which the message's line and column
-            // complete (it was `/?`, which names nothing).
-            Segment::Unknown => break,
+            SpecError::Internal(cause) => Self::internal(cause),
         }
     }
-    out
 }
 
-/// Parses JSON into `T`. Syntax errors and truncated bodies are 400; a well-formed document
-/// that does not fit the schema (unknown fields, wrong types, ragged arrays, numbers that
-/// are not finite in float32) is 422. Both carry the pointer of the field at fault, prefixed
-/// with `base` (e.g. the multipart part name).
+/// Parses JSON into `T` ([`crate::spec::json::from_slice`]), refusals as problems.
 ///
 /// # Errors
 /// 400 `malformed-request` or 422 `invalid-spec`, with `pointer` set.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], base: &str) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let pointer = format!("{base}{}", json_pointer(e.path()));
-        let inner = e.into_inner();
-        let shown = if pointer.is_empty() { "/" } else { &pointer };
-        if inner.is_data() {
-            ApiError::invalid_spec(format!("`{shown}`: {inner}")).at(pointer)
-        } else {
-            ApiError::bad_request(format!("malformed JSON: {inner}")).at(pointer)
-        }
-    })?;
-    // Without this, `{...} garbage` would be accepted: one document, then only whitespace.
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")).at(base))?;
-    Ok(value)
-}
-
-/// Deserializes an already-parsed JSON value (small specs), with the same error mapping
-/// as [`parse_json`]; pointers are prefixed with `base`.
-///
-/// # Errors
-/// 422 `invalid-spec` with `pointer` set.
-pub fn parse_value<T: serde::de::DeserializeOwned>(
-    value: Value,
-    base: &str,
-) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let pointer = format!("{base}{}", json_pointer(e.path()));
-        let shown = if pointer.is_empty() {
-            "/".to_string()
-        } else {
-            pointer.clone()
-        };
-        ApiError::invalid_spec(format!("`{shown}`: {}", e.into_inner())).at(pointer)
-    })
+    Ok(crate::spec::json::from_slice(bytes, base)?)
 }
 
 #[cfg(test)]

@@ -402,6 +402,52 @@ pub fn take_reservation(req: &mut Request) -> Option<Reservation> {
     req.extensions_mut().remove::<Reservation>()
 }
 
+/// Reads a whole body, refusing more than `limit` bytes with 413.
+///
+/// # Errors
+/// 413 over the limit, 400 if the body stream fails.
+pub async fn read_body(mut req: Request, limit: u64) -> Result<ReadBody, ApiError> {
+    use http_body_util::BodyExt;
+    let reservation = take_reservation(&mut req);
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large = |actual: u64| {
+        ApiError::over_limit(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body bytes",
+            limit,
+            actual,
+        )
+        .closing()
+    };
+    if let Some(len) = announced.filter(|&len| len > limit) {
+        return Err(too_large(len));
+    }
+    // One buffer of the announced size: no growth by doubling, no second copy.
+    let mut buf = Vec::with_capacity(usize::try_from(announced.unwrap_or(0)).unwrap_or(0));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            body_error(&e).unwrap_or_else(|| {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            })
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large(limit + 1));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(ReadBody {
+        bytes: Bytes::from(buf),
+        reservation,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,7 +76,8 @@ pub fn box_mean(h: usize, w: usize) -> Kernel2d {
     kernel(h, w, vec![weight; h * w])
 }
 
-/// `size × size` Gaussian normalised to sum 1 (see [`gaussian_weights`]).
+/// `size × size` Gaussian `exp(−(x² + y²)/(2σ²))` normalised to sum 1, offsets `x, y` in
+/// `−(size−1)/2 ..= (size−1)/2`; `sigma == 0` selects [`opencv_sigma`].
 pub fn gaussian(size: usize, sigma: f64) -> Kernel2d {
     to_f32(size, &gaussian_weights(size, sigma))
 }
