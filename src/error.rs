@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Every kind of problem convd answers with: the slug of its `type` URI
+/// Every kind of problem convd answers with: its HTTP status, the slug of its `type` URI
 /// (`urn:convd:problem:<slug>`) and its coarse reason for
 /// `convd_rejected_requests_total{reason}`. A closed set, so that a new kind cannot be a
 /// typo that the metrics would count as "invalid". Left in the response's extensions for
@@ -27,7 +27,8 @@ pub enum ProblemKind {
     UnsupportedMediaType,
     /// 406: no acceptable representation.
     NotAcceptable,
-    /// 413/422: over a configured limit.
+    /// 413: over a configured limit; 422 where the excess is not what was sent but what
+    /// the spec implies (an output, the padded input, the MACs).
     LimitExceeded,
     /// 422: an output value does not fit float32 where JSON cannot carry it.
     OutputNotFinite,
@@ -70,6 +71,27 @@ impl ProblemKind {
         Self::DeadlineExceeded,
         Self::Internal,
     ];
+
+    /// The HTTP status of a problem of this kind ([`ProblemKind::LimitExceeded`] is 422
+    /// when the excess is implied, see [`ApiError::from`]).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidSpec | Self::OutputNotFinite => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Self::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+            Self::BodiesInFlight | Self::Overloaded | Self::Cancelled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 
     /// The slug of the problem's `type` URI.
     pub fn slug(self) -> &'static str {
@@ -143,10 +165,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error of any status.
-    pub fn new(status: StatusCode, kind: ProblemKind, detail: impl Into<String>) -> Self {
+    /// An error of this kind, with the kind's status.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
-            status,
+            status: kind.status(),
             kind,
             detail: detail.into(),
             pointer: None,
@@ -171,35 +193,22 @@ impl ApiError {
 
     /// 400: the body is not well-formed (JSON syntax, wrong types, multipart framing).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ProblemKind::MalformedRequest,
-            detail,
-        )
+        Self::new(ProblemKind::MalformedRequest, detail)
     }
 
     /// 422: well-formed, but the spec is impossible (shapes, parameters).
     pub fn invalid_spec(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProblemKind::InvalidSpec,
-            detail,
-        )
+        Self::new(ProblemKind::InvalidSpec, detail)
     }
 
     /// 415: a content type (or image format) the endpoint does not take.
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProblemKind::UnsupportedMediaType,
-            detail,
-        )
+        Self::new(ProblemKind::UnsupportedMediaType, detail)
     }
 
-    /// 413 or 422 for a request over a configured limit, with `limit` and `actual`.
-    pub fn over_limit(status: StatusCode, what: &str, limit: u64, actual: u64) -> Self {
+    /// 413 for a request over a configured limit, with `limit`, `actual` and `limit_name`.
+    pub fn over_limit(what: &str, limit: u64, actual: u64) -> Self {
         let mut e = Self::new(
-            status,
             ProblemKind::LimitExceeded,
             format!("{what} is {actual}, over the limit of {limit}"),
         );
@@ -212,7 +221,6 @@ impl ApiError {
     /// 503: too many jobs admitted; retry later.
     pub fn overloaded(retry_after: u64) -> Self {
         let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::Overloaded,
             "the service is at capacity; retry after the delay in Retry-After",
         );
@@ -223,7 +231,6 @@ impl ApiError {
     /// 504: the request ran past its deadline; its computation was stopped.
     pub fn deadline(ms: u64) -> Self {
         Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::DeadlineExceeded,
             format!("the request did not finish within its deadline of {ms} ms; its computation was stopped"),
         )
@@ -233,7 +240,6 @@ impl ApiError {
     /// request's id), not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::Internal,
             "an internal error occurred; it has been logged",
         );
@@ -326,12 +332,11 @@ impl From<crate::spec::SpecError> for ApiError {
                 pointer,
                 sent,
             } => {
-                let status = if sent {
-                    StatusCode::PAYLOAD_TOO_LARGE
-                } else {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                };
-                Self::over_limit(status, &what, limit, actual).at(pointer)
+                let mut e = Self::over_limit(&what, limit, actual).at(pointer);
+                if !sent {
+                    e.status = StatusCode::UNPROCESSABLE_ENTITY;
+                }
+                e
             }
             SpecError::Internal(cause) => Self::internal(cause),
         }
@@ -349,6 +354,31 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], base: &str) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_problem_kind_answers_with_its_own_status() {
+        for k in ProblemKind::ALL {
+            let e = ApiError::new(k, "x");
+            assert_eq!(e.status, k.status(), "{k:?}");
+            assert_eq!(e.body()["status"], json!(k.status().as_u16()), "{k:?}");
+            // The server's own troubles (5xx) are counted apart from the caller's mistakes.
+            let ours = [
+                "overloaded",
+                "body_budget",
+                "cancelled",
+                "deadline",
+                "internal",
+            ];
+            assert_eq!(
+                k.status().is_server_error(),
+                ours.contains(&k.reason()),
+                "{k:?}"
+            );
+        }
+        let implied = ApiError::from(crate::spec::SpecError::over_limit("x", 1, 2, "", false));
+        assert_eq!(implied.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(implied.kind, ProblemKind::LimitExceeded);
+    }
 
     #[test]
     fn every_problem_kind_has_its_own_slug_a_known_reason_and_is_documented() {

@@ -222,11 +222,7 @@ impl Drop for KeepAwake {
 
 /// Error for a job that saw its token fire (its caller has already gone or timed out).
 pub fn cancelled() -> ApiError {
-    ApiError::new(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        ProblemKind::Cancelled,
-        "the computation was cancelled",
-    )
+    ApiError::new(ProblemKind::Cancelled, "the computation was cancelled")
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
@@ -188,19 +188,12 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
     while let Some(err) = cur {
         if let Some(b) = err.downcast_ref::<BodyError>() {
             return Some(match b {
-                BodyError::TooSlow { .. } => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    ProblemKind::BodyTooSlow,
-                    b.to_string(),
-                )
-                .closing(),
-                BodyError::TooLarge { limit } => ApiError::over_limit(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body bytes",
-                    *limit,
-                    limit + 1,
-                )
-                .closing(),
+                BodyError::TooSlow { .. } => {
+                    ApiError::new(ProblemKind::BodyTooSlow, b.to_string()).closing()
+                }
+                BodyError::TooLarge { limit } => {
+                    ApiError::over_limit("request body bytes", *limit, limit + 1).closing()
+                }
                 BodyError::Busy { retry_after_secs } => busy(*retry_after_secs),
             });
         }
@@ -211,7 +204,6 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
 
 fn busy(retry_after_secs: u64) -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
         ProblemKind::BodiesInFlight,
         "the server is reading too many request bodies at once; retry later",
     )
@@ -337,14 +329,9 @@ pub async fn admit_body(State(adm): State<Admission>, mut req: Request, next: Ne
         },
     };
     if let Some(len) = announced.filter(|&l| l > adm.rules.max_bytes) {
-        return ApiError::over_limit(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body bytes",
-            adm.rules.max_bytes,
-            len,
-        )
-        .closing()
-        .into_response();
+        return ApiError::over_limit("request body bytes", adm.rules.max_bytes, len)
+            .closing()
+            .into_response();
     }
     let Some(reservation) = adm.budget.reserve(announced.unwrap_or(0)) else {
         return busy(adm.rules.retry_after_secs).into_response();
@@ -414,15 +401,8 @@ pub async fn read_body(mut req: Request, limit: u64) -> Result<ReadBody, ApiErro
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_large = |actual: u64| {
-        ApiError::over_limit(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body bytes",
-            limit,
-            actual,
-        )
-        .closing()
-    };
+    let too_large =
+        |actual: u64| ApiError::over_limit("request body bytes", limit, actual).closing();
     if let Some(len) = announced.filter(|&len| len > limit) {
         return Err(too_large(len));
     }
@@ -507,7 +487,7 @@ mod tests {
         });
         let err = guarded.collect().await.unwrap_err();
         let e = body_error(&err).expect("a body error");
-        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(e.status, axum::http::StatusCode::REQUEST_TIMEOUT);
         feeder.abort();
     }
 }

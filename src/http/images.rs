@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::Json;
 use ndarray::Array4;
 use serde_json::{json, Value};
@@ -97,7 +97,6 @@ fn image_parts(
         let name = part.name;
         if name == "image" && images.len() as u64 >= limits.max_images {
             return Err(ApiError::over_limit(
-                StatusCode::PAYLOAD_TOO_LARGE,
                 "image parts",
                 limits.max_images,
                 images.len() as u64 + 1,
@@ -136,13 +135,7 @@ fn codec_error(e: CodecError, i: usize) -> ApiError {
             what,
             limit,
             actual,
-        } => ApiError::over_limit(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("image {what}"),
-            limit,
-            actual,
-        )
-        .at(at),
+        } => ApiError::over_limit(&format!("image {what}"), limit, actual).at(at),
         CodecError::Empty => ApiError::invalid_spec(format!("image {i} has no pixels")).at(at),
         CodecError::Encode(m) => ApiError::internal(m),
         other => ApiError::unsupported_media(format!("image {i}: {other}")).at(at),
@@ -171,7 +164,7 @@ fn decode_batch(
             None => {
                 let total = (img.data.len() as u64).saturating_mul(images.len() as u64);
                 if total > limits.max_tensor_elements {
-                    return Err(ApiError::over_limit(StatusCode::PAYLOAD_TOO_LARGE, "input elements", limits.max_tensor_elements, total).at("/parts/image"));
+                    return Err(ApiError::over_limit("input elements", limits.max_tensor_elements, total).at("/parts/image"));
                 }
                 if images.len() > 1 {
                     data = buffers::take(img.data.len() * images.len());

@@ -24,7 +24,6 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -117,7 +116,6 @@ pub fn app(state: AppState) -> Router {
 
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
         ProblemKind::NotFound,
         format!("no route for {} {}", req.method(), req.uri().path()),
     )
@@ -125,7 +123,6 @@ async fn not_found(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
         ProblemKind::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )

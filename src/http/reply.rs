@@ -123,9 +123,7 @@ pub fn tensor_reply(
         TensorFormat::Json => {
             if nonfinite > 0 {
                 let first = data.iter().position(|v| !v.is_finite()).unwrap_or(0);
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    ProblemKind::OutputNotFinite,
+                return Err(ApiError::new(ProblemKind::OutputNotFinite,
                     format!("{nonfinite} output value(s) overflow float32 (first at flat index {first}); JSON cannot carry Inf/NaN: scale the inputs down or ask for `Accept: application/x-npy`"),
                 )
                 .with("count", serde_json::json!(nonfinite))
