@@ -69,7 +69,10 @@ pub enum PresetError {
 /// Names of all presets, in catalogue order (derived from the preset table).
 pub const PRESET_NAMES: &[&str] = &preset_names();
 
-/// Largest accepted kernel side for parameterised presets.
+/// Largest kernel side of [`build_preset`] and [`catalogue`]: the largest odd side within
+/// the server's default `max_kernel_side` (64). The server bounds the sides by its
+/// configured `max_kernel_side` instead ([`build_preset_within`], [`catalogue_within`]), so
+/// that a preset and a `kernel` of the same size are accepted or refused alike.
 pub const MAX_PRESET_SIZE: usize = 63;
 
 /// Build a preset kernel from its name and parameters (a JSON object of the
@@ -83,6 +86,18 @@ pub const MAX_PRESET_SIZE: usize = 63;
 ///   integer where one is required, is out of range, not finite, or a size that
 ///   must be odd is even.
 pub fn build_preset(name: &str, params: &Map<String, Value>) -> Result<Kernel2d, PresetError> {
+    build_preset_within(name, params, MAX_PRESET_SIZE)
+}
+
+/// [`build_preset`] with sides (`size`, `height`, `width`) of at most `max_side`.
+///
+/// # Errors
+/// As [`build_preset`].
+pub fn build_preset_within(
+    name: &str,
+    params: &Map<String, Value>,
+    max_side: usize,
+) -> Result<Kernel2d, PresetError> {
     let def = PRESETS
         .iter()
         .find(|d| d.name == name)
@@ -90,23 +105,29 @@ pub fn build_preset(name: &str, params: &Map<String, Value>) -> Result<Kernel2d,
             name: name.to_owned(),
             known: PRESET_NAMES.join(", "),
         })?;
-    let args = Args::new(def, params)?;
+    let args = Args::new(def, params, max_side)?;
     def.build(&args)
 }
 
 /// Catalogue for `GET /v1/kernels`, in [`PRESET_NAMES`] order, each with its
 /// kernel built from default parameters.
 pub fn catalogue() -> Vec<PresetInfo> {
+    catalogue_within(MAX_PRESET_SIZE)
+}
+
+/// [`catalogue`] with sides of at most `max_side` (the parameters' `max`).
+pub fn catalogue_within(max_side: usize) -> Vec<PresetInfo> {
     let no_params = Map::new();
     let info = |def: &'static PresetDef| {
         let args = Args {
             def,
             params: &no_params,
+            max_side,
         };
         let kernel = def
             .build(&args)
             .expect("preset defaults are valid (unit-tested)");
-        let params = def.params.iter().map(ParamDef::info).collect();
+        let params = def.params.iter().map(|p| p.info(max_side)).collect();
         let (name, description) = (def.name, def.description);
         PresetInfo {
             name,
@@ -157,7 +178,7 @@ struct ParamDef {
 
 #[derive(Clone, Copy)]
 enum ParamKind {
-    /// Integer in `1..=MAX_PRESET_SIZE`; a `None` default is derived from
+    /// Integer in `1..=max_side`; a `None` default is derived from
     /// other parameters.
     Size { default: Option<usize>, odd: bool },
     /// Finite number, at least `min` if given.
@@ -165,11 +186,13 @@ enum ParamKind {
 }
 
 impl ParamDef {
-    fn info(&self) -> PresetParam {
+    fn info(&self, max_side: usize) -> PresetParam {
         let (kind, default, min, max) = match self.kind {
             ParamKind::Size { default, .. } => {
                 let default = default.map_or(Value::Null, Value::from);
-                ("int", default, Some(1.0), Some(MAX_SIZE_F))
+                #[allow(clippy::cast_precision_loss)]
+                let max = max_side as f64;
+                ("int", default, Some(1.0), Some(max))
             }
             ParamKind::Number { default, min } => ("number", Value::from(default), min, None),
         };
@@ -184,9 +207,6 @@ impl ParamDef {
         }
     }
 }
-
-#[allow(clippy::cast_precision_loss)]
-const MAX_SIZE_F: f64 = MAX_PRESET_SIZE as f64;
 
 type Str = &'static str;
 type BuildFn = fn(&Args<'_>) -> Result<Kernel2d, PresetError>;
@@ -303,16 +323,26 @@ const PRESETS: &[PresetDef] = &[
 struct Args<'a> {
     def: &'a PresetDef,
     params: &'a Map<String, Value>,
+    /// Largest side.
+    max_side: usize,
 }
 
 impl<'a> Args<'a> {
     /// Reject parameter names the preset does not take.
-    fn new(def: &'a PresetDef, params: &'a Map<String, Value>) -> Result<Self, PresetError> {
+    fn new(
+        def: &'a PresetDef,
+        params: &'a Map<String, Value>,
+        max_side: usize,
+    ) -> Result<Self, PresetError> {
         let Some(key) = params
             .keys()
             .find(|k| !def.params.iter().any(|p| p.name == *k))
         else {
-            return Ok(Self { def, params });
+            return Ok(Self {
+                def,
+                params,
+                max_side,
+            });
         };
         let names: Vec<&str> = def.params.iter().map(|p| p.name).collect();
         Err(PresetError::UnknownParam {
@@ -352,7 +382,7 @@ impl<'a> Args<'a> {
     }
 
     /// Size parameter without default substitution: a JSON integer (or
-    /// integral float such as `3.0`) in `1..=MAX_PRESET_SIZE`, odd if required.
+    /// integral float such as `3.0`) in `1..=max_side`, odd if required.
     fn opt_size(&self, name: &str) -> Result<Option<usize>, PresetError> {
         let ParamKind::Size { odd, .. } = self.kind(name) else {
             return Err(bad(name, "is not an integer parameter".to_owned()));
@@ -362,14 +392,14 @@ impl<'a> Args<'a> {
         };
         let x = v.as_f64().filter(|x| x.is_finite() && x.fract() == 0.0);
         let x = x.ok_or_else(|| bad(name, format!("must be an integer, got {v}")))?;
-        if !(1.0..=MAX_SIZE_F).contains(&x) {
-            return Err(bad(
-                name,
-                format!("must be between 1 and {MAX_PRESET_SIZE}, got {v}"),
-            ));
+        #[allow(clippy::cast_precision_loss)]
+        let max = self.max_side as f64;
+        if !(1.0..=max).contains(&x) {
+            let max = self.max_side;
+            return Err(bad(name, format!("must be between 1 and {max}, got {v}")));
         }
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let n = x as usize; // exact: integral and in 1..=MAX_PRESET_SIZE
+        let n = x as usize; // exact: integral and in 1..=max_side
         if odd && n.is_multiple_of(2) {
             return Err(bad(name, format!("must be odd, got {n}")));
         }

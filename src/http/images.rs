@@ -22,14 +22,16 @@ use super::AppState;
 use crate::codec::{self, BitDepth, CodecError, ColorMode, DecodeLimits};
 use crate::config::Limits;
 use crate::conv::buffers;
-use crate::conv::presets::catalogue;
+use crate::conv::presets::catalogue_within;
 use crate::error::ApiError;
 use crate::spec::image::{Format, ImageSpec, Output};
 use crate::spec::ShapeReport;
 
-/// `GET /v1/kernels`: every preset with its parameters, defaults and default weights.
-pub async fn kernels() -> Json<Value> {
-    Json(json!({ "kernels": catalogue() }))
+/// `GET /v1/kernels`: every preset with its parameters, defaults and default weights; sides
+/// go up to the configured `max_kernel_side`.
+pub async fn kernels(State(app): State<AppState>) -> Json<Value> {
+    let max_side = usize::try_from(app.limits.max_kernel_side).unwrap_or(usize::MAX);
+    Json(json!({ "kernels": catalogue_within(max_side) }))
 }
 
 /// `POST /v1/convolve`.
@@ -64,7 +66,8 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             drop(reservation);
             timings.record("decode", t);
             let c_in = input.shape()[1];
-            let (stack, each) = spec.stack(c_in)?;
+            let max_side = usize::try_from(limits.max_kernel_side).unwrap_or(usize::MAX);
+            let (stack, each) = spec.stack(c_in, max_side)?;
             compute(
                 input,
                 stack,
@@ -222,9 +225,10 @@ fn picture_reply(
                 "receptive_field": report.receptive_field,
                 "macs": report.macs,
             });
-            let body = codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, manifest)
-                .map_err(enc)?;
-            (ZIP, body, None)
+            let (body, ranges) =
+                codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, manifest)
+                    .map_err(enc)?;
+            (ZIP, body, ranges)
         }
         _ => {
             let (body, ranges) = if maps.len() == 1 || rgb {
@@ -232,14 +236,11 @@ fn picture_reply(
             } else {
                 codec::encode_montage(&maps, n, c, h, w, normalize, depth, speed).map_err(enc)?
             };
-            (PNG, body, Some(ranges))
+            (PNG, body, ranges)
         }
     };
     timings.record("encode", t);
     let reply = Reply::computed(content_type, body, report.output_shape, timings)?;
-    let Some(ranges) = ranges else {
-        return Ok(reply);
-    };
     let v = ranges
         .iter()
         .map(|r| format!("{}:{}", r.lo, r.hi))

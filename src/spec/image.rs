@@ -19,7 +19,7 @@ use super::layer::{
 use super::params::{params_from, PARAM_NAMES};
 use super::{invalid, SpecError};
 use crate::codec::{BitDepth, ColorMode, Normalize, PngSpeed};
-use crate::conv::presets::{build_preset, PresetError};
+use crate::conv::presets::{build_preset_within, PresetError};
 use crate::tensor::Tensor;
 
 const INSIDE_EACH_LAYER: Refusal = Refusal::invalid(
@@ -178,14 +178,16 @@ impl ImageSpec {
         })
     }
 
-    /// The layers over an input of `c_in` channels; also whether the first layer filters
-    /// channels separately (`channels: each`, so that three maps make an RGB picture).
+    /// The layers over an input of `c_in` channels, preset sides bounded by `max_side`
+    /// (the server's `max_kernel_side`, the bound of a `kernel` too); also whether the
+    /// first layer filters channels separately (`channels: each`, so that three maps make
+    /// an RGB picture).
     ///
     /// # Errors
     /// 422 for the layers (see [`one_or_layers`]), an unknown preset or preset parameter,
     /// a kernel that is neither 2-D nor 4-D, `channels` with a 4-D kernel, or `groups`
     /// beside `channels: each`.
-    pub fn stack(self, c_in: usize) -> Result<(StackSpec, bool), SpecError> {
+    pub fn stack(self, c_in: usize, max_side: usize) -> Result<(StackSpec, bool), SpecError> {
         let top = self.top;
         let has_kernel = top.kernel.is_some() || top.preset.is_some();
         let has_members = top.bias.is_some() || !top.rest.is_empty();
@@ -204,7 +206,7 @@ impl ImageSpec {
         let mut channels = c_in;
         let mut layers = Vec::with_capacity(specs.len());
         for (base, spec) in specs {
-            let layer = kernel_layer(spec, channels, base)?;
+            let layer = kernel_layer(spec, channels, base, max_side)?;
             if let Weights::Tensor(w) = &layer.weights {
                 channels = w.shape[0];
             }
@@ -221,20 +223,32 @@ impl ImageSpec {
 }
 
 /// One layer: resolves the kernel (array or preset) against `c_in` flowing in.
-fn kernel_layer(spec: KernelSpec, c_in: usize, base: String) -> Result<LayerSpec, SpecError> {
+fn kernel_layer(
+    spec: KernelSpec,
+    c_in: usize,
+    base: String,
+    max_side: usize,
+) -> Result<LayerSpec, SpecError> {
     let (mut params, preset_params): (Map<String, Value>, Map<String, Value>) = spec
         .rest
         .into_iter()
         .partition(|(k, _)| PARAM_NAMES.contains(&k.as_str()));
     let kernel = match (spec.kernel, spec.preset) {
         (Some(k), None) => {
+            // Worded as for a preset (which lists what it takes), so that `format` beside
+            // a kernel and beside a preset get the same answer.
             if let Some(k) = preset_params.keys().next() {
-                return Err(invalid(format!("unknown field `{k}`")).at(format!("{base}/{k}")));
+                return Err(invalid(format!(
+                    "a `kernel` does not take parameter `{k}`; it takes: no parameters{}",
+                    misplaced(k)
+                ))
+                .at(format!("{base}/{k}")));
             }
             k
         }
         (None, Some(name)) => {
-            let k = build_preset(&name, &preset_params).map_err(|e| preset_error(e, &base))?;
+            let k = build_preset_within(&name, &preset_params, max_side)
+                .map_err(|e| preset_error(e, &base))?;
             Tensor {
                 shape: vec![k.k_h, k.k_w],
                 data: k.weights,
@@ -309,7 +323,7 @@ fn kernel_layer(spec: KernelSpec, c_in: usize, base: String) -> Result<LayerSpec
             b
         }
     });
-    let params = params_from(params, &base)?;
+    let params = params_from(params, &base, &[])?;
     Ok(LayerSpec {
         base,
         weights: Weights::Tensor(weight),
@@ -324,9 +338,28 @@ fn preset_error(e: PresetError, base: &str) -> SpecError {
             detail: e.to_string(),
             pointer: format!("{base}/preset"),
         },
-        PresetError::BadParam { ref param, .. } | PresetError::UnknownParam { ref param, .. } => {
+        PresetError::UnknownParam { ref param, .. } => {
+            let at = format!("{base}/{param}");
+            invalid(format!("{e}{}", misplaced(param))).at(at)
+        }
+        PresetError::BadParam { ref param, .. } => {
             let at = format!("{base}/{param}");
             invalid(e.to_string()).at(at)
         }
+    }
+}
+
+/// Where a member that a layer does not take belongs, when it is a member of the spec
+/// elsewhere (`format` beside a kernel is an output setting).
+fn misplaced(member: &str) -> String {
+    match member {
+        "format" | "normalize" | "bit_depth" | "compression" => {
+            format!(" (`{member}` goes in `output`: {{\"output\": {{\"{member}\": …}}}})")
+        }
+        "color" | "scale" | "output" => {
+            format!(" (`{member}` goes at the top level of the spec, not in a layer)")
+        }
+        "weight" => " (`weight` is the tensor API's name of the kernel)".to_string(),
+        _ => String::new(),
     }
 }

@@ -123,14 +123,31 @@ pub struct ParamsJson {
     pub activation: Option<Activation>,
 }
 
-/// Checks the parameter fields left over beside tensors/shapes as a [`ParamsJson`].
+/// Checks the members left over beside a layer's tensors or shapes as a [`ParamsJson`].
+/// `members` are the other members the object takes, so that an unknown member's message
+/// lists everything it could have been (`weight_shape`, `layers`, …), not only the
+/// parameters.
 ///
 /// # Errors
-/// [`SpecError::Invalid`] naming an unknown or mistyped field.
+/// [`SpecError::Invalid`] naming an unknown or mistyped member, at `base/member`.
 pub fn params_from(
     rest: serde_json::Map<String, serde_json::Value>,
     base: &str,
+    members: &[&str],
 ) -> Result<ParamsJson, SpecError> {
+    if let Some(key) = rest.keys().find(|k| !PARAM_NAMES.contains(&k.as_str())) {
+        let pointer = format!("{base}/{}", key.replace('~', "~0").replace('/', "~1"));
+        let expected: Vec<String> = members
+            .iter()
+            .chain(PARAM_NAMES)
+            .map(|m| format!("`{m}`"))
+            .collect();
+        return Err(invalid(format!(
+            "`{pointer}`: unknown field `{key}`, expected one of {}",
+            expected.join(", ")
+        ))
+        .at(pointer));
+    }
     from_value(serde_json::Value::Object(rest), base)
 }
 

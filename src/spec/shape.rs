@@ -74,11 +74,21 @@ pub fn from_json(bytes: &[u8]) -> Result<([usize; 4], StackSpec), SpecError> {
     let layers = match one_or_layers(top, has_kernel, has_members, r.layers, &SHAPE)? {
         OneOrLayers::One(base, (w, b, params)) => {
             let w = w.ok_or_else(|| SpecError::Internal("no weight_shape".into()))?;
-            vec![layer(base, &w, b.as_deref(), params)?]
+            let members = ["input_shape", "weight_shape", "bias_shape", "layers"];
+            vec![layer(base, &w, b.as_deref(), params, &members)?]
         }
         OneOrLayers::Layers(layers) => layers
             .into_iter()
-            .map(|(base, l)| layer(base, &l.weight_shape, l.bias_shape.as_deref(), l.params))
+            .map(|(base, l)| {
+                let members = ["weight_shape", "bias_shape"];
+                layer(
+                    base,
+                    &l.weight_shape,
+                    l.bias_shape.as_deref(),
+                    l.params,
+                    &members,
+                )
+            })
             .collect::<Result<_, _>>()?,
     };
     Ok((
@@ -95,6 +105,7 @@ fn layer(
     weight: &[i64],
     bias: Option<&[i64]>,
     params: serde_json::Map<String, serde_json::Value>,
+    members: &[&str],
 ) -> Result<LayerSpec, SpecError> {
     let weights = Weights::Shape(dims::<4>(
         weight,
@@ -104,7 +115,7 @@ fn layer(
     let bias = bias
         .map(|b| dims::<1>(b, "bias_shape", &format!("{base}/bias_shape")).map(|[n]| Bias::Len(n)))
         .transpose()?;
-    let params = params_from(params, &base)?;
+    let params = params_from(params, &base, members)?;
     Ok(LayerSpec {
         base,
         weights,

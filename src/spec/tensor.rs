@@ -159,7 +159,7 @@ fn layers_of(layers: Vec<(String, LayerJson)>) -> Result<Vec<LayerSpec>, SpecErr
     layers
         .into_iter()
         .map(|(base, l)| {
-            let params = params_from(l.params, &base)?;
+            let params = params_from(l.params, &base, &["weight", "bias"])?;
             Ok(LayerSpec {
                 base,
                 weights: Weights::Tensor(l.weight),
@@ -206,7 +206,7 @@ impl NpyParts<'_> {
             Some(s) => from_slice(s, "/parts/spec")?,
             None => MultipartSpec::default(),
         };
-        let params = params_from(spec.params, "/parts/spec")?;
+        let params = params_from(spec.params, "/parts/spec", &["layers"])?;
         let has_members = params != ParamsJson::default();
         let has_kernel = self.weight.is_some();
         let layers = match one_or_layers(params, has_kernel, has_members, spec.layers, &MULTIPART)?

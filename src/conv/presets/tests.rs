@@ -330,3 +330,20 @@ fn huge_sigma_and_tiny_sigma_still_give_finite_normalised_kernels() {
         assert!((sum - 1.0).abs() < 1e-5, "sigma {sigma}");
     }
 }
+
+#[test]
+fn sides_are_bounded_by_the_given_max_side() {
+    let map = |v: Value| match v {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let b = build_preset_within("box", &map(json!({"size": 64})), 64).unwrap();
+    assert_eq!((b.k_h, b.k_w), (64, 64));
+    let err = build_preset_within("box", &map(json!({"size": 65})), 64).unwrap_err();
+    assert!(err.to_string().contains("between 1 and 64"), "{err}");
+    let err = build_preset_within("gaussian", &map(json!({"size": 9})), 8).unwrap_err();
+    assert!(err.to_string().contains("between 1 and 8"), "{err}");
+    let cat = catalogue_within(64);
+    let b = cat.iter().find(|p| p.name == "box").unwrap();
+    assert!(b.params.iter().all(|p| p.max == Some(64.0)));
+}
