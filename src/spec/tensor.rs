@@ -62,6 +62,11 @@ pub static MULTIPART: Dialect = Dialect {
 };
 
 /// The JSON body of `POST /v1/conv2d`.
+///
+/// The parameters are spelled out rather than a flattened [`ParamsJson`]: serde's flatten
+/// would buffer the whole body (the `input` tensor included) before deserializing it, which
+/// defeats the streaming tensor parser and loses the pointers inside the tensors. A unit
+/// test keeps these members, [`ParamsJson`] and [`super::PARAM_NAMES`] in step.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConvRequest {

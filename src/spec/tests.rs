@@ -237,3 +237,29 @@ fn json_errors_are_400_for_syntax_and_422_for_schema_with_the_base_pointer() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_parameter_names_are_the_same_in_every_place_they_are_read() {
+    let limits = limits();
+    for name in PARAM_NAMES {
+        let null = |mut v: Value| {
+            v[*name] = Value::Null;
+            v
+        };
+        // ParamsJson (layers, multipart spec, /shape, image layers) takes each name...
+        assert!(
+            json::from_value::<ParamsJson>(null(json!({})), "").is_ok(),
+            "{name}"
+        );
+        // ...and so does the tensor API's top level, which spells them out.
+        let body = bytes(&null(json!({"input": ONE, "weight": ONE})));
+        assert!(tensor::from_json(&body, &limits).is_ok(), "{name}");
+    }
+    // And ParamsJson takes no other name: its unknown-field message lists exactly these.
+    let e = json::from_value::<ParamsJson>(json!({"x": 1}), "").unwrap_err();
+    let listed = PARAM_NAMES
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>();
+    assert!(e.to_string().contains(&listed.join(", ")), "{e}");
+}
