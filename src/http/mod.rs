@@ -4,8 +4,10 @@
 //! [`multipart::read`]) → on the [`ComputePool`]: parse and plan ([`crate::spec`]) → run
 //! ([`job::compute`]) → encode ([`reply`]). One handler module per resource: [`tensor`]
 //! (`/v1/conv2d`), [`shape`] (`/v1/conv2d/shape`), [`images`] (`/v1/convolve`,
-//! `/v1/kernels`), [`health`], [`playground`], [`observe`] (`/metrics`).
+//! `/v1/kernels`), [`health`] (`/healthz`, `/readyz`), [`about`] (`/openapi.yaml`,
+//! `/v1/limits`), [`playground`], [`observe`] (`/metrics`).
 
+pub mod about;
 pub mod auth;
 pub mod budget;
 pub mod health;
@@ -99,8 +101,8 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.yaml", get(health::openapi))
-        .route("/v1/limits", get(health::limits))
+        .route("/openapi.yaml", get(about::openapi))
+        .route("/v1/limits", get(about::limits))
         .route("/v1/conv2d", post(tensor::conv2d))
         .route("/v1/conv2d/shape", post(shape::conv2d_shape))
         .route("/v1/convolve", post(images::convolve))
