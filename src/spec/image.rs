@@ -13,9 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::json::from_slice;
-use super::layer::{
-    one_or_layers, Bias, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec, Weights,
-};
+use super::layer::{one_or_layers, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec};
 use super::params::{params_from, PARAM_NAMES};
 use super::{invalid, SpecError};
 use crate::codec::{BitDepth, ColorMode, Normalize, PngSpeed};
@@ -207,9 +205,7 @@ impl ImageSpec {
         let mut layers = Vec::with_capacity(specs.len());
         for (base, spec) in specs {
             let layer = kernel_layer(spec, channels, base, max_side)?;
-            if let Weights::Tensor(w) = &layer.weights {
-                channels = w.shape[0];
-            }
+            channels = layer.weight_shape()[0];
             layers.push(layer);
         }
         Ok((
@@ -324,12 +320,7 @@ fn kernel_layer(
         }
     });
     let params = params_from(params, &base, &[])?;
-    Ok(LayerSpec {
-        base,
-        weights: Weights::Tensor(weight),
-        bias: bias.map(Bias::Tensor),
-        params,
-    })
+    LayerSpec::from_tensors(base, weight, bias, &params, &IMAGE)
 }
 
 fn preset_error(e: PresetError, base: &str) -> SpecError {

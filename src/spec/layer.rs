@@ -1,29 +1,34 @@
-//! One layer as a request gives it ([`LayerSpec`]), a stack of them ([`StackSpec`]), and
+//! One layer as a request gives it, checked on its own ([`LayerSpec`]), a stack of them
+//! ([`StackSpec`]), and
 //! the one resolver of "one layer at the top level, or `layers`" ([`one_or_layers`]).
 
+use ndarray::{Array1, Array4};
+
 use super::params::ParamsJson;
-use super::SpecError;
+use super::{invalid, SpecError};
+use crate::conv::{Activation, Conv2dParams};
 use crate::tensor::Tensor;
 
-/// Where a layer's weights come from.
+/// A layer's weights.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Weights {
-    /// A tensor as sent (JSON or `.npy`, or an image kernel made 4-D), shaped by the plan.
-    Tensor(Tensor),
-    /// Its shape only (`/v1/conv2d/shape`): `[c_out, c_in/groups, k_h, k_w]`.
+    /// The weights, `[c_out, c_in/groups, k_h, k_w]`.
+    Array(Array4<f32>),
+    /// Their shape only (`/v1/conv2d/shape`).
     Shape([usize; 4]),
 }
 
 /// A layer's bias.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Bias {
-    /// A tensor as sent, 1-D `[c_out]` once the plan checked it.
-    Tensor(Tensor),
+    /// The bias, `[c_out]`.
+    Array(Array1<f32>),
     /// Its length only (`/v1/conv2d/shape`).
     Len(usize),
 }
 
-/// One layer of a request, before the plan: its weights, its bias, its parameters as sent.
+/// One layer of a request, checked on its own (its parameters resolved, its weights 4-D,
+/// its bias 1-D); [`super::plan()`] checks it against the shape flowing in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerSpec {
     /// JSON Pointer of the layer in the request (`""`, `/layers/3`, `/parts/spec`, …): the
@@ -33,8 +38,93 @@ pub struct LayerSpec {
     pub weights: Weights,
     /// The bias, if any.
     pub bias: Option<Bias>,
-    /// Stride, padding, dilation, groups, padding mode, activation, as sent.
-    pub params: ParamsJson,
+    /// Stride, padding, dilation, groups, padding mode.
+    pub params: Conv2dParams,
+    /// Applied to the layer's output.
+    pub activation: Activation,
+}
+
+impl LayerSpec {
+    /// A layer from tensors as sent: the parameters resolved, then the weights shaped
+    /// 4-D, then the bias 1-D (in this order, so the first member at fault is named).
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] at `base/<member>`, the members named in `dialect`'s words.
+    pub fn from_tensors(
+        base: String,
+        weight: Tensor,
+        bias: Option<Tensor>,
+        params: &ParamsJson,
+        dialect: &Dialect,
+    ) -> Result<Self, SpecError> {
+        let (params, activation) = params.resolve(&base)?;
+        let Some(shape) = weight.shape_n::<4>() else {
+            return Err(invalid(format!(
+                "weight must be 4-D [c_out, c_in/groups, k_h, k_w], got shape {:?}",
+                weight.shape
+            ))
+            .at(format!("{base}/{}", dialect.weight)));
+        };
+        let bias = match bias {
+            None => None,
+            Some(b) if b.shape.len() == 1 => Some(Bias::Array(Array1::from_vec(b.data))),
+            Some(b) => {
+                return Err(invalid(format!(
+                    "bias must be a flat list of c_out numbers, got shape {:?}",
+                    b.shape
+                ))
+                .at(format!("{base}/{}", dialect.bias)))
+            }
+        };
+        let weight = Array4::from_shape_vec(shape, weight.data)
+            .map_err(|e| SpecError::Internal(e.to_string()))?;
+        Ok(Self {
+            base,
+            weights: Weights::Array(weight),
+            bias,
+            params,
+            activation,
+        })
+    }
+
+    /// A layer from shapes (`/v1/conv2d/shape`), its parameters resolved.
+    ///
+    /// # Errors
+    /// [`SpecError::Invalid`] at `base/<parameter>`.
+    pub fn from_shapes(
+        base: String,
+        weight: [usize; 4],
+        bias: Option<usize>,
+        params: &ParamsJson,
+    ) -> Result<Self, SpecError> {
+        let (params, activation) = params.resolve(&base)?;
+        Ok(Self {
+            base,
+            weights: Weights::Shape(weight),
+            bias: bias.map(Bias::Len),
+            params,
+            activation,
+        })
+    }
+
+    /// `[c_out, c_in/groups, k_h, k_w]`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        match &self.weights {
+            Weights::Array(w) => {
+                let (o, i, h, w) = w.dim();
+                [o, i, h, w]
+            }
+            Weights::Shape(s) => *s,
+        }
+    }
+
+    /// `c_out` of the bias, if any.
+    pub fn bias_len(&self) -> Option<usize> {
+        self.bias.as_ref().map(|b| match b {
+            Bias::Array(b) => b.len(),
+            Bias::Len(n) => *n,
+        })
+    }
 }
 
 /// The layers of one request, in order, and the API's words for them.

@@ -6,13 +6,14 @@
 //! 1. [`json`] deserialises the body once (the tensor parser streams numbers into one
 //!    `Vec<f32>`), every error carrying the JSON Pointer of the member at fault.
 //! 2. Each API's module ([`tensor`], [`shape`], [`image`]) turns its members into one
-//!    [`StackSpec`]: [`LayerSpec`]s (weights as a tensor or a shape, a bias, the
-//!    [`ParamsJson`]), through the one resolver of "top-level layer or `layers`"
-//!    ([`one_or_layers`]), worded in the API's [`Dialect`].
-//! 3. [`plan()`] resolves the scalar parameters, shapes every layer against the shape
-//!    flowing into it ([`crate::conv::plan_stack`] → `Conv2dGeometry::new`) and checks every
-//!    budget (layers, kernel side, channels, padded input, output elements, MACs) before any
-//!    compute allocation. [`plan_shapes`] is the same without the budgets (`/v1/conv2d/shape`).
+//!    [`StackSpec`], through the one resolver of "top-level layer or `layers`"
+//!    ([`one_or_layers`]), worded in the API's [`Dialect`]. Each [`LayerSpec`] is checked on
+//!    its own as it is made, in order: its [`ParamsJson`] resolved into `Conv2dParams`, its
+//!    weights 4-D (or a shape), its bias 1-D (or a length).
+//! 3. [`plan()`] shapes every layer against the shape flowing into it
+//!    ([`crate::conv::plan_stack`] → `Conv2dGeometry::new`) and checks every budget (layers,
+//!    kernel side, channels, padded input, output elements, MACs) before any compute
+//!    allocation. [`plan_shapes`] is the same without the budgets (`/v1/conv2d/shape`).
 //!
 //! Every refusal is a [`SpecError`] holding its pointer; `ApiError: From<SpecError>` (in
 //! [`crate::error`]) is the one place it becomes a problem response.

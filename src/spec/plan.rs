@@ -1,14 +1,13 @@
-//! A [`StackSpec`] over an input shape → a [`Plan`]: the scalar parameters resolved, every
-//! layer shaped against the shape flowing into it, and every budget checked, before any
-//! compute allocation.
+//! A [`StackSpec`] over an input shape → a [`Plan`]: every layer shaped against the shape
+//! flowing into it, and every budget checked, before any compute allocation.
 
-use ndarray::{Array1, Array4};
+use ndarray::Array4;
 
 use super::layer::{Bias, StackSpec, Weights};
 use super::report::ShapeReport;
 use super::{invalid, SpecError};
 use crate::config::Limits;
-use crate::conv::{plan_stack, Activation, Conv2dGeometry, Conv2dLayer, Conv2dParams, LayerError};
+use crate::conv::{plan_stack, Activation, Conv2dGeometry, Conv2dLayer, LayerError};
 use crate::tensor::Tensor;
 
 /// A planned stack: one geometry per layer, and the layers to run.
@@ -35,86 +34,45 @@ impl Plan {
 ///
 /// # Errors
 /// [`plan_shapes`]'s errors, then [`SpecError::OverLimit`] (422) for the first budget the
-/// stack exceeds.
+/// stack exceeds; [`SpecError::Internal`] for a stack given by shapes.
 pub fn plan(input: [usize; 4], stack: StackSpec, limits: &Limits) -> Result<Plan, SpecError> {
-    let (mut plan, params) = resolve(input, &stack)?;
+    let mut plan = plan_shapes(input, &stack)?;
     check_limits(limits, &plan.geoms, &stack)?;
-    for ((layer, params), &activation) in
-        stack.layers.into_iter().zip(params).zip(&plan.activations)
-    {
-        let Weights::Tensor(weight) = layer.weights else {
-            continue;
+    for layer in stack.layers {
+        let Weights::Array(weight) = layer.weights else {
+            return Err(SpecError::Internal("a layer to run has no weights".into()));
         };
-        let weight = array4(weight)?;
         let bias = match layer.bias {
-            Some(Bias::Tensor(b)) => Some(Array1::from_vec(b.data)),
+            Some(Bias::Array(b)) => Some(b),
             _ => None,
         };
         plan.layers.push(Conv2dLayer {
             weight,
             bias,
-            params,
-            activation,
+            params: layer.params,
+            activation: layer.activation,
         });
-    }
-    if !plan.layers.is_empty() && plan.layers.len() != plan.geoms.len() {
-        return Err(SpecError::Internal(
-            "a stack mixes tensors and shapes".into(),
-        ));
     }
     Ok(plan)
 }
 
-/// Plans `stack` over `input` without the budgets: the scalar parameters of each layer,
-/// its weights 4-D and its bias 1-D, then [`plan_stack`] (`Conv2dGeometry::new`). The
-/// plan's `layers` stay empty.
+/// Plans `stack` over `input` without the budgets: [`plan_stack`] (`Conv2dGeometry::new`)
+/// shapes each layer against the shape flowing into it. The plan's `layers` stay empty.
 ///
 /// # Errors
 /// [`SpecError::Invalid`] for the first impossible layer, pointing at its member.
 pub fn plan_shapes(input: [usize; 4], stack: &StackSpec) -> Result<Plan, SpecError> {
-    resolve(input, stack).map(|(plan, _)| plan)
-}
-
-fn resolve(input: [usize; 4], stack: &StackSpec) -> Result<(Plan, Vec<Conv2dParams>), SpecError> {
-    let d = stack.dialect;
-    let mut specs = Vec::with_capacity(stack.layers.len());
-    let mut activations = Vec::with_capacity(stack.layers.len());
-    for l in &stack.layers {
-        let base = &l.base;
-        let (params, activation) = l.params.resolve(base)?;
-        let weight = match &l.weights {
-            Weights::Shape(s) => *s,
-            Weights::Tensor(w) => w.shape_n::<4>().ok_or_else(|| {
-                invalid(format!(
-                    "weight must be 4-D [c_out, c_in/groups, k_h, k_w], got shape {:?}",
-                    w.shape
-                ))
-                .at(format!("{base}/{}", d.weight))
-            })?,
-        };
-        let bias = match &l.bias {
-            None => None,
-            Some(Bias::Len(n)) => Some(*n),
-            Some(Bias::Tensor(b)) if b.shape.len() == 1 => Some(b.len()),
-            Some(Bias::Tensor(b)) => {
-                return Err(invalid(format!(
-                    "bias must be a flat list of c_out numbers, got shape {:?}",
-                    b.shape
-                ))
-                .at(format!("{base}/{}", d.bias)))
-            }
-        };
-        specs.push((weight, bias, params));
-        activations.push(activation);
-    }
+    let specs: Vec<_> = stack
+        .layers
+        .iter()
+        .map(|l| (l.weight_shape(), l.bias_len(), l.params))
+        .collect();
     let geoms = plan_stack(input, &specs).map_err(|e| geometry_error(e, stack))?;
-    let params = specs.into_iter().map(|(_, _, p)| p).collect();
-    let plan = Plan {
+    Ok(Plan {
         geoms,
-        activations,
+        activations: stack.layers.iter().map(|l| l.activation).collect(),
         layers: Vec::new(),
-    };
-    Ok((plan, params))
+    })
 }
 
 /// A shape-planning failure as a refusal pointing into the request, in its own words.

@@ -3,10 +3,8 @@
 use serde::Deserialize;
 
 use super::json::from_slice;
-use super::layer::{
-    one_or_layers, Bias, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec, Weights,
-};
-use super::params::params_from;
+use super::layer::{one_or_layers, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec};
+use super::params::{params_from, ParamsJson};
 use super::{invalid, SpecError};
 
 const EXACTLY_ONE: Refusal = Refusal::invalid(
@@ -71,7 +69,9 @@ pub fn from_json(bytes: &[u8]) -> Result<([usize; 4], StackSpec), SpecError> {
     let has_kernel = r.weight_shape.is_some();
     let has_members = r.bias_shape.is_some() || !r.params.is_empty();
     let top = (r.weight_shape, r.bias_shape, r.params);
-    let layers = match one_or_layers(top, has_kernel, has_members, r.layers, &SHAPE)? {
+    // Every layer's shapes and members first, then every layer's parameter values (the
+    // order in which the refusals have always come).
+    let shapes: Vec<Shapes> = match one_or_layers(top, has_kernel, has_members, r.layers, &SHAPE)? {
         OneOrLayers::One(base, (w, b, params)) => {
             let w = w.ok_or_else(|| SpecError::Internal("no weight_shape".into()))?;
             let members = ["input_shape", "weight_shape", "bias_shape", "layers"];
@@ -91,6 +91,10 @@ pub fn from_json(bytes: &[u8]) -> Result<([usize; 4], StackSpec), SpecError> {
             })
             .collect::<Result<_, _>>()?,
     };
+    let layers = shapes
+        .into_iter()
+        .map(|(base, w, b, params)| LayerSpec::from_shapes(base, w, b, &params))
+        .collect::<Result<_, _>>()?;
     Ok((
         input,
         StackSpec {
@@ -100,28 +104,22 @@ pub fn from_json(bytes: &[u8]) -> Result<([usize; 4], StackSpec), SpecError> {
     ))
 }
 
+/// One layer's pointer, weight shape, bias length and parameters as sent.
+type Shapes = (String, [usize; 4], Option<usize>, ParamsJson);
+
 fn layer(
     base: String,
     weight: &[i64],
     bias: Option<&[i64]>,
     params: serde_json::Map<String, serde_json::Value>,
     members: &[&str],
-) -> Result<LayerSpec, SpecError> {
-    let weights = Weights::Shape(dims::<4>(
-        weight,
-        "weight_shape",
-        &format!("{base}/weight_shape"),
-    )?);
+) -> Result<Shapes, SpecError> {
+    let weight = dims::<4>(weight, "weight_shape", &format!("{base}/weight_shape"))?;
     let bias = bias
-        .map(|b| dims::<1>(b, "bias_shape", &format!("{base}/bias_shape")).map(|[n]| Bias::Len(n)))
+        .map(|b| dims::<1>(b, "bias_shape", &format!("{base}/bias_shape")).map(|[n]| n))
         .transpose()?;
     let params = params_from(params, &base, members)?;
-    Ok(LayerSpec {
-        base,
-        weights,
-        bias,
-        params,
-    })
+    Ok((base, weight, bias, params))
 }
 
 fn dims<const N: usize>(v: &[i64], what: &str, at: &str) -> Result<[usize; N], SpecError> {

@@ -5,9 +5,7 @@ use ndarray::Array4;
 use serde::Deserialize;
 
 use super::json::from_slice;
-use super::layer::{
-    one_or_layers, Bias, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec, Weights,
-};
+use super::layer::{one_or_layers, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec};
 use super::params::{params_from, Ints, PaddingJson, ParamsJson};
 use super::plan::input_array;
 use super::{invalid, malformed, SpecError};
@@ -139,15 +137,11 @@ impl ConvRequest {
             self.layers,
             &JSON,
         )? {
-            OneOrLayers::One(base, (weight, bias, params)) => vec![LayerSpec {
-                base,
-                weights: Weights::Tensor(
-                    weight.ok_or_else(|| SpecError::Internal("no weight".into()))?,
-                ),
-                bias: bias.map(Bias::Tensor),
-                params,
-            }],
-            OneOrLayers::Layers(layers) => layers_of(layers)?,
+            OneOrLayers::One(base, (weight, bias, params)) => {
+                let weight = weight.ok_or_else(|| SpecError::Internal("no weight".into()))?;
+                vec![LayerSpec::from_tensors(base, weight, bias, &params, &JSON)?]
+            }
+            OneOrLayers::Layers(layers) => layers_of(layers, &JSON)?,
         };
         Ok((
             input,
@@ -159,18 +153,16 @@ impl ConvRequest {
     }
 }
 
-/// The entries of a `layers` list, their parameter members checked.
-fn layers_of(layers: Vec<(String, LayerJson)>) -> Result<Vec<LayerSpec>, SpecError> {
+/// The entries of a `layers` list, each checked on its own, in order.
+fn layers_of(
+    layers: Vec<(String, LayerJson)>,
+    dialect: &Dialect,
+) -> Result<Vec<LayerSpec>, SpecError> {
     layers
         .into_iter()
         .map(|(base, l)| {
             let params = params_from(l.params, &base, &["weight", "bias"])?;
-            Ok(LayerSpec {
-                base,
-                weights: Weights::Tensor(l.weight),
-                bias: l.bias.map(Bias::Tensor),
-                params,
-            })
+            LayerSpec::from_tensors(base, l.weight, l.bias, &params, dialect)
         })
         .collect()
 }
@@ -225,14 +217,11 @@ impl NpyParts<'_> {
                     .bias
                     .map(|b| npy_tensor(b, "bias", limits))
                     .transpose()?;
-                vec![LayerSpec {
-                    base,
-                    weights: Weights::Tensor(weight),
-                    bias: bias.map(Bias::Tensor),
-                    params,
-                }]
+                vec![LayerSpec::from_tensors(
+                    base, weight, bias, &params, &MULTIPART,
+                )?]
             }
-            OneOrLayers::Layers(layers) => layers_of(layers)?,
+            OneOrLayers::Layers(layers) => layers_of(layers, &MULTIPART)?,
         };
         Ok((
             input,
