@@ -307,6 +307,7 @@ fn load_from(overrides: Table, file: Option<&str>) -> Result<Settings, ConfigErr
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
     settings.bind_is_valid()?;
+    settings.server.log_level_is_valid()?;
     settings.server.keys_are_valid()?;
     settings.server.origins_are_valid()?;
     settings.budgets_are_valid()?;
@@ -314,8 +315,9 @@ fn load_from(overrides: Table, file: Option<&str>) -> Result<Settings, ConfigErr
 }
 
 impl Settings {
-    /// Connection and body limits are positive, and one body of `max_body_bytes` fits the
-    /// bytes in flight (else the largest requests could never be read).
+    /// Connection and body limits and the deadline are positive, and one body of
+    /// `max_body_bytes` fits the bytes in flight (else the largest requests could never be
+    /// read).
     fn budgets_are_valid(&self) -> Result<(), ConfigError> {
         let s = &self.server;
         for (name, v) in [
@@ -324,6 +326,9 @@ impl Settings {
             ("keepalive_idle_secs", s.keepalive_idle_secs),
             ("body_read_timeout_secs", s.body_read_timeout_secs),
             ("body_min_bytes_per_sec", s.body_min_bytes_per_sec),
+            // 0 would refuse every body, or stop every computation as it starts.
+            ("max_body_bytes", self.limits.max_body_bytes),
+            ("deadline_ms", self.compute.deadline_ms),
         ] {
             if v == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be at least 1")));
@@ -351,6 +356,14 @@ impl Settings {
 }
 
 impl ServerSettings {
+    /// `log_level` is an `EnvFilter` directive list, checked at start rather than
+    /// ignored in part when logging begins.
+    fn log_level_is_valid(&self) -> Result<(), ConfigError> {
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map(drop)
+            .map_err(|e| ConfigError::Invalid(format!("log_level `{}`: {e}", self.log_level)))
+    }
+
     /// Keys are bearer tokens (RFC 6750 `token68` characters) of at least
     /// [`MIN_API_KEY_LEN`] characters, so that a typo like a quoted TOML list in an
     /// environment variable is refused at start instead of becoming a key.
@@ -475,6 +488,28 @@ mod tests {
         assert!(s.server.api_keys.is_empty());
         assert!(!s.server.metrics_require_key);
         assert_eq!(s.server.cors_allow_origins, ["*"]);
+    }
+
+    #[test]
+    fn a_bad_value_is_refused_at_start_naming_its_key() {
+        for (arg, key) in [
+            ("--max-macs=-1", "max_macs"),
+            ("--log-format=xml", "log_format"),
+            ("--log-level=info,x=[", "log_level"),
+            ("--max-body-bytes=0", "max_body_bytes"),
+            ("--deadline-ms=0", "deadline_ms"),
+            ("--max-image-side=5000000000", "max_image_side"),
+            ("--queue-depth=-3", "queue_depth"),
+            ("--threads=many", "threads"),
+            ("--bind=nope", "bind"),
+            ("--keepalive-idle-secs=0", "keepalive_idle_secs"),
+        ] {
+            let m = command().try_get_matches_from(["convd", arg]).unwrap();
+            let e = load(&m)
+                .err()
+                .unwrap_or_else(|| panic!("{arg} was accepted"));
+            assert!(e.to_string().contains(key), "{arg}: {e}");
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// Every kind of problem convd answers with: the slug of its `type` URI
+/// Every kind of problem convd answers with: its HTTP status, the slug of its `type` URI
 /// (`urn:convd:problem:<slug>`) and its coarse reason for
 /// `convd_rejected_requests_total{reason}`. A closed set, so that a new kind cannot be a
 /// typo that the metrics would count as "invalid". Left in the response's extensions for
@@ -27,7 +27,8 @@ pub enum ProblemKind {
     UnsupportedMediaType,
     /// 406: no acceptable representation.
     NotAcceptable,
-    /// 413/422: over a configured limit.
+    /// 413: over a configured limit; 422 where the excess is not what was sent but what
+    /// the spec implies (an output, the padded input, the MACs).
     LimitExceeded,
     /// 422: an output value does not fit float32 where JSON cannot carry it.
     OutputNotFinite,
@@ -70,6 +71,27 @@ impl ProblemKind {
         Self::DeadlineExceeded,
         Self::Internal,
     ];
+
+    /// The HTTP status of a problem of this kind ([`ProblemKind::LimitExceeded`] is 422
+    /// when the excess is implied, see [`ApiError::from`]).
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MalformedRequest => StatusCode::BAD_REQUEST,
+            Self::InvalidSpec | Self::OutputNotFinite => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            Self::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
+            Self::BodiesInFlight | Self::Overloaded | Self::Cancelled => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
 
     /// The slug of the problem's `type` URI.
     pub fn slug(self) -> &'static str {
@@ -143,10 +165,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error of any status.
-    pub fn new(status: StatusCode, kind: ProblemKind, detail: impl Into<String>) -> Self {
+    /// An error of this kind, with the kind's status.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
         Self {
-            status,
+            status: kind.status(),
             kind,
             detail: detail.into(),
             pointer: None,
@@ -171,35 +193,22 @@ impl ApiError {
 
     /// 400: the body is not well-formed (JSON syntax, wrong types, multipart framing).
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            ProblemKind::MalformedRequest,
-            detail,
-        )
+        Self::new(ProblemKind::MalformedRequest, detail)
     }
 
     /// 422: well-formed, but the spec is impossible (shapes, parameters).
     pub fn invalid_spec(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            ProblemKind::InvalidSpec,
-            detail,
-        )
+        Self::new(ProblemKind::InvalidSpec, detail)
     }
 
     /// 415: a content type (or image format) the endpoint does not take.
     pub fn unsupported_media(detail: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ProblemKind::UnsupportedMediaType,
-            detail,
-        )
+        Self::new(ProblemKind::UnsupportedMediaType, detail)
     }
 
-    /// 413 or 422 for a request over a configured limit, with `limit` and `actual`.
-    pub fn over_limit(status: StatusCode, what: &str, limit: u64, actual: u64) -> Self {
+    /// 413 for a request over a configured limit, with `limit`, `actual` and `limit_name`.
+    pub fn over_limit(what: &str, limit: u64, actual: u64) -> Self {
         let mut e = Self::new(
-            status,
             ProblemKind::LimitExceeded,
             format!("{what} is {actual}, over the limit of {limit}"),
         );
@@ -212,7 +221,6 @@ impl ApiError {
     /// 503: too many jobs admitted; retry later.
     pub fn overloaded(retry_after: u64) -> Self {
         let mut e = Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
             ProblemKind::Overloaded,
             "the service is at capacity; retry after the delay in Retry-After",
         );
@@ -223,7 +231,6 @@ impl ApiError {
     /// 504: the request ran past its deadline; its computation was stopped.
     pub fn deadline(ms: u64) -> Self {
         Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
             ProblemKind::DeadlineExceeded,
             format!("the request did not finish within its deadline of {ms} ms; its computation was stopped"),
         )
@@ -233,7 +240,6 @@ impl ApiError {
     /// request's id), not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         let mut e = Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
             ProblemKind::Internal,
             "an internal error occurred; it has been logged",
         );
@@ -307,79 +313,72 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Converts a `serde_path_to_error` path (`layers[0].stride`) into a JSON Pointer
-/// (`/layers/0/stride`).
-pub fn json_pointer(path: &serde_path_to_error::Path) -> String {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for seg in path.iter() {
-        match seg {
-            Segment::Seq { index } => out.push_str(&format!("/{index}")),
-            Segment::Map { key } => {
-                out.push('/');
-                out.push_str(&key.replace('~', "~0").replace('/', "~1"));
+impl From<crate::spec::SpecError> for ApiError {
+    /// The one place a refused spec becomes a problem: 400 `malformed-request`, 422
+    /// `invalid-spec` (an unknown preset adds `known`), 413/422 `limit-exceeded` with
+    /// `limit`, `actual` and `limit_name`; the pointer of the member at fault in each.
+    fn from(e: crate::spec::SpecError) -> Self {
+        use crate::spec::SpecError;
+        match e {
+            SpecError::Malformed { detail, pointer } => Self::bad_request(detail).at(pointer),
+            SpecError::Invalid { detail, pointer } => Self::invalid_spec(detail).at(pointer),
+            SpecError::UnknownPreset { detail, pointer } => Self::invalid_spec(detail)
+                .at(pointer)
+                .with("known", json!(crate::conv::presets::PRESET_NAMES)),
+            SpecError::OverLimit {
+                what,
+                limit,
+                actual,
+                pointer,
+                sent,
+            } => {
+                let mut e = Self::over_limit(&what, limit, actual).at(pointer);
+                if !sent {
+                    e.status = StatusCode::UNPROCESSABLE_ENTITY;
+                }
+                e
             }
-            Segment::Enum { variant } => {
-                out.push('/');
-                out.push_str(variant);
-            }
-            // Where the parser lost track (malformed JSON before any member): the pointer
-            // stops at the deepest member it knew, which the message's line and column
-            // complete (it was `/?`, which names nothing).
-            Segment::Unknown => break,
+            SpecError::Internal(cause) => Self::internal(cause),
         }
     }
-    out
 }
 
-/// Parses JSON into `T`. Syntax errors and truncated bodies are 400; a well-formed document
-/// that does not fit the schema (unknown fields, wrong types, ragged arrays, numbers that
-/// are not finite in float32) is 422. Both carry the pointer of the field at fault, prefixed
-/// with `base` (e.g. the multipart part name).
+/// Parses JSON into `T` ([`crate::spec::json::from_slice`]), refusals as problems.
 ///
 /// # Errors
 /// 400 `malformed-request` or 422 `invalid-spec`, with `pointer` set.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], base: &str) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
-        let pointer = format!("{base}{}", json_pointer(e.path()));
-        let inner = e.into_inner();
-        let shown = if pointer.is_empty() { "/" } else { &pointer };
-        if inner.is_data() {
-            ApiError::invalid_spec(format!("`{shown}`: {inner}")).at(pointer)
-        } else {
-            ApiError::bad_request(format!("malformed JSON: {inner}")).at(pointer)
-        }
-    })?;
-    // Without this, `{...} garbage` would be accepted: one document, then only whitespace.
-    de.end()
-        .map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")).at(base))?;
-    Ok(value)
-}
-
-/// Deserializes an already-parsed JSON value (small specs), with the same error mapping
-/// as [`parse_json`]; pointers are prefixed with `base`.
-///
-/// # Errors
-/// 422 `invalid-spec` with `pointer` set.
-pub fn parse_value<T: serde::de::DeserializeOwned>(
-    value: Value,
-    base: &str,
-) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let pointer = format!("{base}{}", json_pointer(e.path()));
-        let shown = if pointer.is_empty() {
-            "/".to_string()
-        } else {
-            pointer.clone()
-        };
-        ApiError::invalid_spec(format!("`{shown}`: {}", e.into_inner())).at(pointer)
-    })
+    Ok(crate::spec::json::from_slice(bytes, base)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_problem_kind_answers_with_its_own_status() {
+        for k in ProblemKind::ALL {
+            let e = ApiError::new(k, "x");
+            assert_eq!(e.status, k.status(), "{k:?}");
+            assert_eq!(e.body()["status"], json!(k.status().as_u16()), "{k:?}");
+            // The server's own troubles (5xx) are counted apart from the caller's mistakes.
+            let ours = [
+                "overloaded",
+                "body_budget",
+                "cancelled",
+                "deadline",
+                "internal",
+            ];
+            assert_eq!(
+                k.status().is_server_error(),
+                ours.contains(&k.reason()),
+                "{k:?}"
+            );
+        }
+        let implied = ApiError::from(crate::spec::SpecError::over_limit("x", 1, 2, "", false));
+        assert_eq!(implied.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(implied.kind, ProblemKind::LimitExceeded);
+    }
 
     #[test]
     fn every_problem_kind_has_its_own_slug_a_known_reason_and_is_documented() {

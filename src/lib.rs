@@ -8,7 +8,9 @@
 //! - [`tensor`], [`npy`]: tensors from JSON and NumPy files.
 //! - [`codec`]: image decode (limits, colour → tensor) and encode (PNG, montage, zip).
 //! - [`worker`]: the [`ComputePool`](worker::ComputePool), the only place CPU work runs.
-//! - [`http`]: router, handlers, content negotiation, request specs.
+//! - [`spec`]: request specs → one validated plan (shapes and budgets), for every API; pure.
+//! - [`http`]: router, thin handlers (extract → parse → plan → run on the pool → encode),
+//!   content negotiation, body budgets.
 //! - [`error`]: the one error type, rendered as `application/problem+json`.
 //! - [`serve`]: the accept loop (connection cap, header and idle timeouts).
 //! - [`config`], [`telemetry`]: settings and logging; [`metrics`]: the Prometheus registry.
@@ -23,6 +25,7 @@ pub mod http;
 pub mod metrics;
 pub mod npy;
 pub mod serve;
+pub mod spec;
 pub mod telemetry;
 pub mod tensor;
 pub mod worker;

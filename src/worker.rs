@@ -233,11 +233,7 @@ fn spin_while(go: impl Fn() -> bool, idle_max: Duration) {
 
 /// Error for a job that saw its token fire (its caller has already gone or timed out).
 pub fn cancelled() -> ApiError {
-    ApiError::new(
-        http::StatusCode::SERVICE_UNAVAILABLE,
-        ProblemKind::Cancelled,
-        "the computation was cancelled",
-    )
+    ApiError::new(ProblemKind::Cancelled, "the computation was cancelled")
 }
 
 #[cfg(test)]

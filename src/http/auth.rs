@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::{Choice, ConstantTimeEq};
@@ -102,7 +102,7 @@ pub async fn require_key(State(keys): State<Arc<ApiKeys>>, req: Request, next: N
 }
 
 fn unauthorized(detail: &str, challenge: &'static str) -> Response {
-    let mut res = ApiError::new(StatusCode::UNAUTHORIZED, ProblemKind::Unauthorized, detail)
+    let mut res = ApiError::new(ProblemKind::Unauthorized, detail)
         .at("/headers/authorization")
         .into_response();
     res.headers_mut().insert(

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http_body::{Frame, SizeHint};
@@ -188,19 +188,12 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
     while let Some(err) = cur {
         if let Some(b) = err.downcast_ref::<BodyError>() {
             return Some(match b {
-                BodyError::TooSlow { .. } => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    ProblemKind::BodyTooSlow,
-                    b.to_string(),
-                )
-                .closing(),
-                BodyError::TooLarge { limit } => ApiError::over_limit(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body bytes",
-                    *limit,
-                    limit + 1,
-                )
-                .closing(),
+                BodyError::TooSlow { .. } => {
+                    ApiError::new(ProblemKind::BodyTooSlow, b.to_string()).closing()
+                }
+                BodyError::TooLarge { limit } => {
+                    ApiError::over_limit("request body bytes", *limit, limit + 1).closing()
+                }
                 BodyError::Busy { retry_after_secs } => busy(*retry_after_secs),
             });
         }
@@ -211,7 +204,6 @@ pub fn body_error(e: &(dyn std::error::Error + 'static)) -> Option<ApiError> {
 
 fn busy(retry_after_secs: u64) -> ApiError {
     ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
         ProblemKind::BodiesInFlight,
         "the server is reading too many request bodies at once; retry later",
     )
@@ -337,14 +329,9 @@ pub async fn admit_body(State(adm): State<Admission>, mut req: Request, next: Ne
         },
     };
     if let Some(len) = announced.filter(|&l| l > adm.rules.max_bytes) {
-        return ApiError::over_limit(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body bytes",
-            adm.rules.max_bytes,
-            len,
-        )
-        .closing()
-        .into_response();
+        return ApiError::over_limit("request body bytes", adm.rules.max_bytes, len)
+            .closing()
+            .into_response();
     }
     let Some(reservation) = adm.budget.reserve(announced.unwrap_or(0)) else {
         return busy(adm.rules.retry_after_secs).into_response();
@@ -400,6 +387,45 @@ pub struct ReadBody {
 /// read from its body.
 pub fn take_reservation(req: &mut Request) -> Option<Reservation> {
     req.extensions_mut().remove::<Reservation>()
+}
+
+/// Reads a whole body, refusing more than `limit` bytes with 413.
+///
+/// # Errors
+/// 413 over the limit, 400 if the body stream fails.
+pub async fn read_body(mut req: Request, limit: u64) -> Result<ReadBody, ApiError> {
+    use http_body_util::BodyExt;
+    let reservation = take_reservation(&mut req);
+    let announced = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        |actual: u64| ApiError::over_limit("request body bytes", limit, actual).closing();
+    if let Some(len) = announced.filter(|&len| len > limit) {
+        return Err(too_large(len));
+    }
+    // One buffer of the announced size: no growth by doubling, no second copy.
+    let mut buf = Vec::with_capacity(usize::try_from(announced.unwrap_or(0)).unwrap_or(0));
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            body_error(&e).unwrap_or_else(|| {
+                ApiError::bad_request(format!("could not read the request body: {e}"))
+            })
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(too_large(limit + 1));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(ReadBody {
+        bytes: Bytes::from(buf),
+        reservation,
+    })
 }
 
 #[cfg(test)]
@@ -461,7 +487,7 @@ mod tests {
         });
         let err = guarded.collect().await.unwrap_err();
         let e = body_error(&err).expect("a body error");
-        assert_eq!(e.status, StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(e.status, axum::http::StatusCode::REQUEST_TIMEOUT);
         feeder.abort();
     }
 }

@@ -1,17 +1,14 @@
-//! Liveness, readiness, limits and the API description.
+//! Liveness and readiness: `GET /healthz`, `GET /readyz`.
 
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::AppState;
-
-/// The OpenAPI 3.1 description, compiled in.
-pub const OPENAPI_YAML: &str = include_str!("../../openapi.yaml");
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -37,14 +34,4 @@ pub async fn readyz(State(app): State<AppState>) -> Response {
         StatusCode::OK
     };
     (status, Json(body)).into_response()
-}
-
-/// `GET /v1/limits`: the limits in force.
-pub async fn limits(State(app): State<AppState>) -> Json<crate::config::Limits> {
-    Json((*app.limits).clone())
-}
-
-/// `GET /openapi.yaml`.
-pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI_YAML).into_response()
 }

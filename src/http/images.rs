@@ -1,122 +1,37 @@
 //! `POST /v1/convolve` (images in, feature maps out) and `GET /v1/kernels` (presets).
 //!
 //! Multipart parts: one or more `image` (format sniffed from the bytes; several images form
-//! a batch and must share their size) and one `spec` (JSON). The spec names the kernel —
-//! `kernel` (2-D `kh×kw` or 4-D `[c_out][c_in/groups][kh][kw]`) or `preset` plus its
-//! parameters as extra members — and takes every tensor-API parameter, `layers`, `color`,
-//! `scale`, `channels`, and `output`.
-//!
-//! How a 2-D kernel meets `C` input channels: `channels: "sum"` (default) repeats it over
-//! the channels into one output map (weight `[1, C, kh, kw]`, the textbook's `np.repeat`);
-//! `channels: "each"` filters every channel on its own (weight `[C, 1, kh, kw]`,
-//! `groups = C`), so a colour picture stays in colour.
+//! a batch and must share their size) and one `spec` (JSON, see [`crate::spec::image`]).
+//! The handler splits the parts, parses the spec, decodes the images, and hands the stack
+//! to [`super::job::compute`]; the result is a picture (PNG, montage, ZIP) or a tensor.
 
 use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::Json;
 use ndarray::Array4;
-use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::budget::Reservation;
-use super::conv::{
-    tensor_reply, unsupported, ConvJob, Reply, ShapeReport, TensorFormat, JSON, NPY,
-};
+use super::job::compute;
 use super::negotiate::{content_type, negotiate, Timings};
-use super::spec::{params_from, pending_layer, PendingLayer};
+use super::reply::{tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, ZIP};
 use super::AppState;
-use crate::codec::{self, BitDepth, CodecError, ColorMode, DecodeLimits, Normalize, PngSpeed};
+use crate::codec::{self, BitDepth, CodecError, ColorMode, DecodeLimits};
 use crate::config::Limits;
 use crate::conv::buffers;
-use crate::conv::presets::{build_preset, catalogue, PresetError, PRESET_NAMES};
-use crate::error::{parse_json, ApiError};
-use crate::tensor::Tensor;
+use crate::conv::presets::catalogue_within;
+use crate::error::ApiError;
+use crate::spec::image::{Format, ImageSpec, Output};
+use crate::spec::ShapeReport;
 
-const PNG: &str = "image/png";
-const ZIP: &str = "application/zip";
-/// Members of a layer spec that are convolution parameters (the rest are preset parameters).
-const PARAM_KEYS: &[&str] = &[
-    "stride",
-    "padding",
-    "dilation",
-    "groups",
-    "padding_mode",
-    "activation",
-];
-
-/// `GET /v1/kernels`: every preset with its parameters, defaults and default weights.
-pub async fn kernels() -> Json<Value> {
-    Json(json!({ "kernels": catalogue() }))
-}
-
-/// How a 2-D kernel is applied to several input channels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channels {
-    /// Repeat over the channels and sum into one map.
-    #[default]
-    Sum,
-    /// Filter each channel separately (depthwise).
-    Each,
-}
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// Picture(s).
-    Png,
-    /// Tensor JSON.
-    Json,
-    /// float32 `.npy`.
-    Npy,
-    /// One PNG per map plus `manifest.json`.
-    Zip,
-}
-
-/// `spec.output`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OutputSpec {
-    format: Option<Format>,
-    #[serde(default)]
-    normalize: Normalize,
-    bit_depth: Option<u8>,
-    compression: Option<Compression>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum Compression {
-    Fast,
-    Small,
-}
-
-/// One layer of an image spec: a kernel (array or preset) plus parameters.
-#[derive(Debug, Deserialize)]
-struct KernelSpec {
-    kernel: Option<Tensor>,
-    preset: Option<String>,
-    #[serde(default)]
-    bias: Option<Tensor>,
-    channels: Option<Channels>,
-    /// Convolution parameters and preset parameters.
-    #[serde(flatten)]
-    rest: Map<String, Value>,
-}
-
-/// The `spec` part.
-#[derive(Debug, Deserialize)]
-struct ImageSpec {
-    color: Option<ColorMode>,
-    scale: Option<f64>,
-    output: Option<OutputSpec>,
-    layers: Option<Vec<KernelSpec>>,
-    #[serde(flatten)]
-    top: KernelSpec,
+/// `GET /v1/kernels`: every preset with its parameters, defaults and default weights; sides
+/// go up to the configured `max_kernel_side`.
+pub async fn kernels(State(app): State<AppState>) -> Json<Value> {
+    let max_side = usize::try_from(app.limits.max_kernel_side).unwrap_or(usize::MAX);
+    Json(json!({ "kernels": catalogue_within(max_side) }))
 }
 
 /// `POST /v1/convolve`.
@@ -138,61 +53,36 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             // The reservation is held with the image bytes, until they are decoded (see
             // http::budget).
             let (images, spec, reservation) = image_parts(raw, &limits)?;
-            let spec: ImageSpec = parse_json(&spec, "/parts/spec")?;
-            let color = spec.color.unwrap_or_default();
-            let scale = spec.scale.unwrap_or(1.0);
-            if !(scale.is_finite() && scale > 0.0) {
-                return Err(ApiError::invalid_spec("scale must be a finite number > 0")
-                    .at("/parts/spec/scale"));
-            }
-            let output = spec.output.unwrap_or_default();
+            let spec = ImageSpec::from_json(&spec)?;
+            let output = spec.output;
             let format = output.format.unwrap_or(match accepted {
                 Some(JSON) => Format::Json,
                 Some(NPY) => Format::Npy,
                 Some(ZIP) => Format::Zip,
                 _ => Format::Png,
             });
-            let depth = match output.bit_depth {
-                None | Some(8) => BitDepth::Eight,
-                Some(16) => BitDepth::Sixteen,
-                Some(d) => {
-                    return Err(ApiError::invalid_spec(format!(
-                        "bit_depth must be 8 or 16, got {d}"
-                    ))
-                    .at("/parts/spec/output/bit_depth"))
-                }
-            };
-            let speed = match output.compression {
-                Some(Compression::Small) => PngSpeed::Small,
-                _ => PngSpeed::Fast,
-            };
-            let input = decode_batch(&images, color, scale as f32, &limits)?;
+            let input = decode_batch(&images, spec.color, spec.scale, &limits)?;
             drop(images);
             drop(reservation);
             timings.record("decode", t);
             let c_in = input.shape()[1];
-            let (layers, each) = build_layers(spec.top, spec.layers, c_in)?;
-            let job = ConvJob { input, layers };
-            let (out, report) = job.run(&limits, cancel, &mut timings)?;
-            let reply = match format {
-                Format::Json => tensor_reply(&out, &report, TensorFormat::Json, timings, None),
-                Format::Npy => tensor_reply(&out, &report, TensorFormat::Npy, timings, None),
-                Format::Png | Format::Zip => {
-                    let rgb = each && c_in == 3 && report.output_shape[..2] == [1, 3];
-                    picture_reply(
-                        &out,
-                        &report,
-                        format,
-                        rgb,
-                        output.normalize,
-                        depth,
-                        speed,
-                        timings,
-                    )
-                }
-            };
-            buffers::recycle(out);
-            reply
+            let max_side = usize::try_from(limits.max_kernel_side).unwrap_or(usize::MAX);
+            let (stack, each) = spec.stack(c_in, max_side)?;
+            compute(
+                input,
+                stack,
+                &limits,
+                cancel,
+                timings,
+                |out, report, timings| match format {
+                    Format::Json => tensor_reply(out, report, TensorFormat::Json, timings),
+                    Format::Npy => tensor_reply(out, report, TensorFormat::Npy, timings),
+                    Format::Png | Format::Zip => {
+                        let rgb = each && c_in == 3 && report.output_shape[..2] == [1, 3];
+                        picture_reply(out, report, format, rgb, output, timings)
+                    }
+                },
+            )
         })
         .await
 }
@@ -210,7 +100,6 @@ fn image_parts(
         let name = part.name;
         if name == "image" && images.len() as u64 >= limits.max_images {
             return Err(ApiError::over_limit(
-                StatusCode::PAYLOAD_TOO_LARGE,
                 "image parts",
                 limits.max_images,
                 images.len() as u64 + 1,
@@ -249,13 +138,7 @@ fn codec_error(e: CodecError, i: usize) -> ApiError {
             what,
             limit,
             actual,
-        } => ApiError::over_limit(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("image {what}"),
-            limit,
-            actual,
-        )
-        .at(at),
+        } => ApiError::over_limit(&format!("image {what}"), limit, actual).at(at),
         CodecError::Empty => ApiError::invalid_spec(format!("image {i} has no pixels")).at(at),
         CodecError::Encode(m) => ApiError::internal(m),
         other => ApiError::unsupported_media(format!("image {i}: {other}")).at(at),
@@ -284,7 +167,7 @@ fn decode_batch(
             None => {
                 let total = (img.data.len() as u64).saturating_mul(images.len() as u64);
                 if total > limits.max_tensor_elements {
-                    return Err(ApiError::over_limit(StatusCode::PAYLOAD_TOO_LARGE, "input elements", limits.max_tensor_elements, total).at("/parts/image"));
+                    return Err(ApiError::over_limit("input elements", limits.max_tensor_elements, total).at("/parts/image"));
                 }
                 if images.len() > 1 {
                     data = buffers::take(img.data.len() * images.len());
@@ -311,177 +194,21 @@ fn decode_batch(
     Array4::from_shape_vec((images.len(), c, h, w), data).map_err(ApiError::internal)
 }
 
-/// Builds the layers; returns whether the first layer filters channels separately.
-fn build_layers(
-    top: KernelSpec,
-    layers: Option<Vec<KernelSpec>>,
-    c_in: usize,
-) -> Result<(Vec<PendingLayer>, bool), ApiError> {
-    let specs: Vec<(String, KernelSpec)> = match layers {
-        None => vec![("/parts/spec".to_string(), top)],
-        Some(mut layers) => {
-            if top.kernel.is_some()
-                || top.preset.is_some()
-                || top.bias.is_some()
-                || !top.rest.is_empty()
-            {
-                return Err(ApiError::invalid_spec(
-                    "with `layers`, give kernels and parameters inside each layer (a top-level `channels` is the default of the layers that do not give their own)",
-                )
-                .at("/parts/spec/layers"));
-            }
-            // A top-level `channels` applies to every layer without its own.
-            for l in &mut layers {
-                l.channels = l.channels.or(top.channels);
-            }
-            if layers.is_empty() {
-                return Err(
-                    ApiError::invalid_spec("`layers` must hold at least one layer")
-                        .at("/parts/spec/layers"),
-                );
-            }
-            layers
-                .into_iter()
-                .enumerate()
-                .map(|(i, l)| (format!("/parts/spec/layers/{i}"), l))
-                .collect()
-        }
-    };
-    let first_each = specs[0].1.channels == Some(Channels::Each);
-    let mut channels = c_in;
-    let mut out = Vec::with_capacity(specs.len());
-    for (base, spec) in specs {
-        let layer = kernel_layer(spec, channels, &base)?;
-        channels = layer.layer.weight.shape()[0];
-        out.push(layer);
-    }
-    Ok((out, first_each))
-}
-
-/// One layer: resolves the kernel (array or preset) against `c_in` flowing in.
-fn kernel_layer(spec: KernelSpec, c_in: usize, base: &str) -> Result<PendingLayer, ApiError> {
-    let (mut params, preset_params): (Map<String, Value>, Map<String, Value>) = spec
-        .rest
-        .into_iter()
-        .partition(|(k, _)| PARAM_KEYS.contains(&k.as_str()));
-    let kernel = match (spec.kernel, spec.preset) {
-        (Some(k), None) => {
-            if let Some(k) = preset_params.keys().next() {
-                return Err(ApiError::invalid_spec(format!("unknown field `{k}`"))
-                    .at(format!("{base}/{k}")));
-            }
-            k
-        }
-        (None, Some(name)) => {
-            let k = build_preset(&name, &preset_params).map_err(|e| preset_error(e, base))?;
-            Tensor {
-                shape: vec![k.k_h, k.k_w],
-                data: k.weights,
-            }
-        }
-        (Some(_), Some(_)) => {
-            return Err(
-                ApiError::invalid_spec("give either `kernel` or `preset`, not both")
-                    .at(format!("{base}/preset")),
-            )
-        }
-        (None, None) if preset_params.contains_key("weight") => {
-            return Err(ApiError::invalid_spec(
-                "the image API takes the kernel as `kernel` (2-D, or 4-D like the tensor API's `weight`) or a `preset`; `weight` is the tensor API's name",
-            )
-            .at(format!("{base}/weight")))
-        }
-        (None, None) => {
-            return Err(
-                ApiError::invalid_spec("missing `kernel` or `preset`").at(format!("{base}/kernel"))
-            )
-        }
-    };
-    let channels = spec.channels.unwrap_or_default();
-    let (weight, groups) = match kernel.shape.as_slice() {
-        &[k_h, k_w] => match channels {
-            Channels::Sum => (
-                Tensor {
-                    shape: vec![1, c_in, k_h, k_w],
-                    data: kernel.data.repeat(c_in),
-                },
-                1,
-            ),
-            Channels::Each => (
-                Tensor {
-                    shape: vec![c_in, 1, k_h, k_w],
-                    data: kernel.data.repeat(c_in),
-                },
-                c_in,
-            ),
-        },
-        [_, _, _, _] => {
-            if spec.channels.is_some() {
-                return Err(ApiError::invalid_spec(
-                    "`channels` applies to 2-D kernels only; a 4-D kernel states its channels",
-                )
-                .at(format!("{base}/channels")));
-            }
-            (kernel, 0)
-        }
-        other => {
-            return Err(ApiError::invalid_spec(format!(
-            "kernel must be 2-D [kh][kw] or 4-D [c_out][c_in/groups][kh][kw], got shape {other:?}"
-        ))
-            .at(format!("{base}/kernel")))
-        }
-    };
-    if groups > 1 {
-        if params.contains_key("groups") {
-            return Err(ApiError::invalid_spec(
-                "`groups` is implied by `channels: each` for a 2-D kernel",
-            )
-            .at(format!("{base}/groups")));
-        }
-        params.insert("groups".into(), json!(groups));
-    }
-    let c_out = weight.shape[0];
-    // One bias value for a per-channel (`each`) 2-D kernel applies to every channel.
-    let bias = spec.bias.map(|b| {
-        if b.shape == [1] && c_out > 1 && channels == Channels::Each {
-            Tensor {
-                shape: vec![c_out],
-                data: vec![b.data[0]; c_out],
-            }
-        } else {
-            b
-        }
-    });
-    let params = params_from(params, base)?;
-    let mut layer = pending_layer(weight, bias, &params, base.to_string())?;
-    layer.weight_field = "kernel";
-    Ok(layer)
-}
-
-fn preset_error(e: PresetError, base: &str) -> ApiError {
-    match e {
-        PresetError::Unknown { .. } => ApiError::invalid_spec(e.to_string())
-            .at(format!("{base}/preset"))
-            .with("known", json!(PRESET_NAMES)),
-        PresetError::BadParam { ref param, .. } | PresetError::UnknownParam { ref param, .. } => {
-            let at = format!("{base}/{param}");
-            ApiError::invalid_spec(e.to_string()).at(at)
-        }
-    }
-}
-
 /// PNG (single, RGB or montage) or ZIP of per-map PNGs.
-#[allow(clippy::too_many_arguments)]
 fn picture_reply(
     out: &Array4<f32>,
     report: &ShapeReport,
     format: Format,
     rgb: bool,
-    normalize: Normalize,
-    depth: BitDepth,
-    speed: PngSpeed,
+    output: Output,
     mut timings: Timings,
 ) -> Result<Reply, ApiError> {
+    let Output {
+        normalize,
+        depth,
+        speed,
+        ..
+    } = output;
     let t = Instant::now();
     let [n, c, h, w] = report.output_shape;
     let data = out.as_slice().expect("contiguous");
@@ -498,9 +225,10 @@ fn picture_reply(
                 "receptive_field": report.receptive_field,
                 "macs": report.macs,
             });
-            let body = codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, manifest)
-                .map_err(enc)?;
-            (ZIP, body, None)
+            let (body, ranges) =
+                codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, manifest)
+                    .map_err(enc)?;
+            (ZIP, body, ranges)
         }
         _ => {
             let (body, ranges) = if maps.len() == 1 || rgb {
@@ -508,33 +236,18 @@ fn picture_reply(
             } else {
                 codec::encode_montage(&maps, n, c, h, w, normalize, depth, speed).map_err(enc)?
             };
-            (PNG, body, Some(ranges))
+            (PNG, body, ranges)
         }
     };
     timings.record("encode", t);
-    let mut headers = vec![
-        (HeaderName::from_static("server-timing"), timings.header()),
-        (
-            HeaderName::from_static("x-conv-shape"),
-            HeaderValue::from_str(&format!("{n},{c},{h},{w}")).map_err(ApiError::internal)?,
-        ),
-        (header::VARY, HeaderValue::from_static("accept")),
-    ];
-    if let Some(ranges) = ranges {
-        let v = ranges
-            .iter()
-            .map(|r| format!("{}:{}", r.lo, r.hi))
-            .collect::<Vec<_>>()
-            .join(",");
-        headers.push((
-            HeaderName::from_static("x-conv-range"),
-            HeaderValue::from_str(&v).map_err(ApiError::internal)?,
-        ));
-    }
-    Ok(Reply {
-        content_type,
-        body,
-        headers,
-        timings,
-    })
+    let reply = Reply::computed(content_type, body, report.output_shape, timings)?;
+    let v = ranges
+        .iter()
+        .map(|r| format!("{}:{}", r.lo, r.hi))
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(reply.with_header(
+        "x-conv-range",
+        HeaderValue::from_str(&v).map_err(ApiError::internal)?,
+    ))
 }

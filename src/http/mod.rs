@@ -1,23 +1,31 @@
-//! The HTTP surface: router, shared state; the middleware stack is in [`middleware`]. Handlers
-//! stay thin: extract → validate cheaply → run on the [`ComputePool`] → respond.
+//! The HTTP surface: router, shared state; the middleware stack is in [`middleware`].
+//!
+//! Handlers stay thin: extract (the body read whole, [`budget::read_body`] or
+//! [`multipart::read`]) → on the [`ComputePool`]: parse and plan ([`crate::spec`]) → run
+//! ([`job::compute`]) → encode ([`reply`]). One handler module per resource: [`tensor`]
+//! (`/v1/conv2d`), [`shape`] (`/v1/conv2d/shape`), [`images`] (`/v1/convolve`,
+//! `/v1/kernels`), [`health`] (`/healthz`, `/readyz`), [`about`] (`/openapi.yaml`,
+//! `/v1/limits`), [`playground`], [`observe`] (`/metrics`).
 
+pub mod about;
 pub mod auth;
 pub mod budget;
-pub mod conv;
 pub mod health;
 pub mod images;
+pub mod job;
 pub mod middleware;
 pub mod multipart;
 pub mod negotiate;
 pub mod observe;
 pub mod playground;
-pub mod spec;
+pub mod reply;
+pub mod shape;
+pub mod tensor;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
 
@@ -93,10 +101,10 @@ pub fn app(state: AppState) -> Router {
     let router = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.yaml", get(health::openapi))
-        .route("/v1/limits", get(health::limits))
-        .route("/v1/conv2d", post(conv::conv2d))
-        .route("/v1/conv2d/shape", post(conv::conv2d_shape))
+        .route("/openapi.yaml", get(about::openapi))
+        .route("/v1/limits", get(about::limits))
+        .route("/v1/conv2d", post(tensor::conv2d))
+        .route("/v1/conv2d/shape", post(shape::conv2d_shape))
         .route("/v1/convolve", post(images::convolve))
         .route("/v1/kernels", get(images::kernels))
         .route("/", get(playground::index))
@@ -110,7 +118,6 @@ pub fn app(state: AppState) -> Router {
 
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
         ProblemKind::NotFound,
         format!("no route for {} {}", req.method(), req.uri().path()),
     )
@@ -118,7 +125,6 @@ async fn not_found(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
         ProblemKind::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.uri().path()),
     )

@@ -1,5 +1,5 @@
 //! `multipart/form-data` (RFC 7578) split in place: the body is read whole, once, into
-//! one buffer of its `Content-Length` ([`super::conv::read_body`]), and each part is a
+//! one buffer of its `Content-Length` ([`super::budget::read_body`]), and each part is a
 //! slice of that buffer (`Bytes::slice`, no copy).
 //!
 //! A streaming reader (multer, behind axum's `Multipart`) copies every byte twice: into
@@ -39,7 +39,7 @@ impl RawMultipart {
 }
 
 /// Reads a `multipart/form-data` request whole (at most `limit` bytes, see
-/// [`super::conv::read_body`]); the boundary is checked first, the split is left to
+/// [`super::budget::read_body`]); the boundary is checked first, the split is left to
 /// [`RawMultipart::parts`]. The body's reservation comes with it.
 ///
 /// # Errors
@@ -51,7 +51,7 @@ pub async fn read(req: Request, limit: u64) -> Result<RawMultipart, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let boundary = boundary(ct)?;
-    let body = super::conv::read_body(req, limit).await?;
+    let body = super::budget::read_body(req, limit).await?;
     Ok(RawMultipart { body, boundary })
 }
 

@@ -53,7 +53,6 @@ pub fn negotiate(
     match best {
         Some((_, _, o)) => Ok(Some(o)),
         None => Err(ApiError::new(
-            axum::http::StatusCode::NOT_ACCEPTABLE,
             ProblemKind::NotAcceptable,
             format!("Accept `{accept}` admits none of: {}", offered.join(", ")),
         )

@@ -11,7 +11,7 @@
 //! images (results arrive as blobs). No third-party origin can be reached from it.
 
 use axum::extract::Path;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, ProblemKind};
@@ -66,7 +66,6 @@ pub async fn sample(Path(name): Path<String>) -> Result<Response, ApiError> {
     let (_, bytes) = SAMPLES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
         let known: Vec<&str> = SAMPLES.iter().map(|(n, _)| *n).collect();
         ApiError::new(
-            StatusCode::NOT_FOUND,
             ProblemKind::NotFound,
             format!("no sample named `{name}`; samples: {}", known.join(", ")),
         )

@@ -4,6 +4,7 @@ mod hardening;
 mod helpers;
 mod hostile;
 mod images;
+mod issue12;
 mod playground;
 mod props;
 mod service;

@@ -8,7 +8,7 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
 use super::super::CodecError;
-use super::{check_grid, encode_png, BitDepth, Normalize, PngSpeed};
+use super::{check_grid, encode_png, BitDepth, MapRange, Normalize, PngSpeed};
 
 /// Encodes an `n`×`c` grid of maps as a ZIP archive.
 ///
@@ -18,7 +18,8 @@ use super::{check_grid, encode_png, BitDepth, Normalize, PngSpeed};
 /// `{"name", "n", "c", "min", "max", "range": {"lo", "hi"}, "normalize"}`
 /// where `min`/`max` are the map's actual float extremes ignoring NaN (JSON
 /// `null` when infinite or when the map is all NaN). A `null` manifest is
-/// treated as `{}`.
+/// treated as `{}`. Returns the archive and each map's range (the manifest's `range`),
+/// as [`encode_montage`](super::encode_montage) does.
 ///
 /// # Errors
 ///
@@ -35,7 +36,7 @@ pub fn encode_zip(
     depth: BitDepth,
     speed: PngSpeed,
     manifest: serde_json::Value,
-) -> Result<Vec<u8>, CodecError> {
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
     check_grid(maps, n, c, h, w)?;
     let mut manifest = match manifest {
         serde_json::Value::Null => serde_json::Map::new(),
@@ -55,6 +56,7 @@ pub fn encode_zip(
     let io_err = |e: std::io::Error| CodecError::Encode(format!("zip: {e}"));
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
     let mut entries = Vec::with_capacity(maps.len());
+    let mut map_ranges = Vec::with_capacity(maps.len());
     for (k, (map, (png, ranges))) in maps.iter().zip(&pngs).enumerate() {
         let (i, j) = (k / c, k % c);
         let name = format!("n{i}_c{j}.png");
@@ -73,6 +75,7 @@ pub fn encode_zip(
             "range": { "lo": f32_json(ranges[0].lo), "hi": f32_json(ranges[0].hi) },
             "normalize": mode,
         }));
+        map_ranges.push(ranges[0]);
     }
     manifest.insert("maps".into(), serde_json::Value::Array(entries));
     let json = serde_json::to_vec_pretty(&manifest)
@@ -80,7 +83,7 @@ pub fn encode_zip(
     let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     zip.start_file("manifest.json", opts).map_err(zip_err)?;
     zip.write_all(&json).map_err(io_err)?;
-    Ok(zip.finish().map_err(zip_err)?.into_inner())
+    Ok((zip.finish().map_err(zip_err)?.into_inner(), map_ranges))
 }
 
 /// Minimum and maximum ignoring NaN (infinities included); NaN if none.
@@ -129,7 +132,8 @@ mod tests {
             PngSpeed::Fast,
             manifest,
         )
-        .unwrap();
+        .unwrap()
+        .0;
         let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
         let names: Vec<&str> = zip.file_names().collect();
         for want in [

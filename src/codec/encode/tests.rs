@@ -1,0 +1,243 @@
+use super::*;
+
+fn norm(map: &[f32], mode: Normalize, depth: BitDepth) -> (Vec<u16>, MapRange) {
+    let mut out = vec![0u16; map.len()];
+    let r = normalize_map(map, mode, depth, &mut out);
+    (out, r)
+}
+
+#[test]
+fn minmax_maps_min_to_zero_and_max_to_full_scale() {
+    let (p, r) = norm(&[-1.0, 0.0, 1.0, 0.5], Normalize::Minmax, BitDepth::Eight);
+    assert_eq!(p, [0, 128, 255, 191]);
+    assert_eq!(r, MapRange { lo: -1.0, hi: 1.0 });
+    let (p, _) = norm(&[-1.0, 0.0, 1.0], Normalize::Minmax, BitDepth::Sixteen);
+    assert_eq!(p, [0, 32768, 65535]);
+}
+
+#[test]
+fn constant_map_normalises_to_zero_with_degenerate_range() {
+    for mode in [Normalize::Minmax, Normalize::Abs] {
+        let (p, _) = norm(&[0.0; 4], mode, BitDepth::Eight);
+        assert_eq!(p, [0; 4]);
+    }
+    let (p, r) = norm(&[3.5; 3], Normalize::Minmax, BitDepth::Sixteen);
+    assert_eq!(p, [0; 3]);
+    assert_eq!(r, MapRange { lo: 3.5, hi: 3.5 });
+}
+
+#[test]
+fn clamp_rounds_and_saturates_at_eight_and_sixteen_bit() {
+    let map = [-5.0, 0.4, 2.5, 254.6, 300.0];
+    let (p, r) = norm(&map, Normalize::Clamp, BitDepth::Eight);
+    assert_eq!(p, [0, 0, 3, 255, 255]);
+    assert_eq!(r, MapRange { lo: 0.0, hi: 255.0 });
+    let (p, _) = norm(
+        &[1.0, 128.0, 255.0, 1000.0],
+        Normalize::Clamp,
+        BitDepth::Sixteen,
+    );
+    assert_eq!(p, [257, 32896, 65535, 65535]);
+}
+
+#[test]
+fn abs_uses_the_largest_magnitude_as_full_scale() {
+    let (p, r) = norm(&[-4.0, 2.0, 0.0, 1.0], Normalize::Abs, BitDepth::Eight);
+    assert_eq!(p, [255, 128, 0, 64]);
+    assert_eq!(r, MapRange { lo: 0.0, hi: 4.0 });
+}
+
+#[test]
+fn non_finite_values_never_panic_and_saturate() {
+    let map = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1.0, 3.0];
+    let (p, r) = norm(&map, Normalize::Minmax, BitDepth::Eight);
+    assert_eq!(p, [0, 255, 0, 0, 255]);
+    assert_eq!(r, MapRange { lo: 1.0, hi: 3.0 });
+    let (p, _) = norm(&map, Normalize::Clamp, BitDepth::Eight);
+    assert_eq!(p, [0, 255, 0, 1, 3]);
+    let (p, r) = norm(&map, Normalize::Abs, BitDepth::Eight);
+    assert_eq!(p, [0, 255, 255, 85, 255]);
+    assert_eq!(r.hi, 3.0);
+    let (p, r) = norm(&[f32::NAN; 3], Normalize::Minmax, BitDepth::Sixteen);
+    assert_eq!((p, r), (vec![0; 3], MapRange { lo: 0.0, hi: 0.0 }));
+}
+
+#[test]
+fn extreme_finite_ranges_do_not_overflow() {
+    let (p, _) = norm(
+        &[-f32::MAX, 0.0, f32::MAX],
+        Normalize::Minmax,
+        BitDepth::Eight,
+    );
+    assert_eq!(p, [0, 128, 255]);
+}
+
+#[test]
+fn gray_png_round_trips_at_eight_bit() {
+    let map: Vec<f32> = (0..6).map(|v| v as f32 * 51.0).collect();
+    let (png, ranges) = encode_png(
+        &[&map],
+        2,
+        3,
+        Normalize::Clamp,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    assert_eq!(ranges, [MapRange { lo: 0.0, hi: 255.0 }]);
+    let img = image::load_from_memory(&png).unwrap();
+    assert_eq!(img.color(), image::ColorType::L8);
+    assert_eq!((img.width(), img.height()), (3, 2));
+    assert_eq!(img.into_luma8().into_raw(), [0, 51, 102, 153, 204, 255]);
+}
+
+#[test]
+fn gray_png_round_trips_at_sixteen_bit_with_correct_byte_order() {
+    let map = [0.0f32, 1.0, 256.0, 65535.0];
+    let (png, _) = encode_png(
+        &[&map],
+        1,
+        4,
+        Normalize::Minmax,
+        BitDepth::Sixteen,
+        PngSpeed::Small,
+    )
+    .unwrap();
+    let img = image::load_from_memory(&png).unwrap();
+    assert_eq!(img.color(), image::ColorType::L16);
+    assert_eq!(img.into_luma16().into_raw(), [0, 1, 256, 65535]);
+}
+
+#[test]
+fn rgb_png_normalises_each_channel_independently() {
+    let r = [0.0f32, 10.0];
+    let g = [-1.0f32, 1.0];
+    let b = [5.0f32, 5.0];
+    let (png, ranges) = encode_png(
+        &[&r, &g, &b],
+        1,
+        2,
+        Normalize::Minmax,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    assert_eq!(ranges.len(), 3);
+    assert_eq!(ranges[1], MapRange { lo: -1.0, hi: 1.0 });
+    let img = image::load_from_memory(&png).unwrap();
+    assert_eq!(img.color(), image::ColorType::Rgb8);
+    assert_eq!(img.into_rgb8().into_raw(), [0, 0, 0, 255, 255, 0]);
+
+    let (png, _) = encode_png(
+        &[&r, &g, &b],
+        1,
+        2,
+        Normalize::Minmax,
+        BitDepth::Sixteen,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    let img = image::load_from_memory(&png).unwrap();
+    assert_eq!(img.into_rgb16().into_raw(), [0, 0, 0, 65535, 65535, 0]);
+}
+
+#[test]
+fn encode_png_rejects_bad_shapes() {
+    let m = [0.0f32; 4];
+    let e = |r| matches!(r, Err(CodecError::Encode(_)));
+    let enc = |planes: &[&[f32]], h, w| {
+        encode_png(
+            planes,
+            h,
+            w,
+            Normalize::Minmax,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        )
+    };
+    assert!(e(enc(&[&m, &m], 2, 2)));
+    assert!(e(enc(&[&m], 3, 2)));
+    assert!(matches!(enc(&[&m], 0, 4), Err(CodecError::Empty)));
+}
+
+#[test]
+fn montage_has_grid_dimensions_and_mid_grey_gaps() {
+    let (n, c, h, w) = (2usize, 3usize, 2usize, 5usize);
+    let maps: Vec<Vec<f32>> = (0..n * c)
+        .map(|k| (0..h * w).map(|v| (v + k) as f32).collect())
+        .collect();
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    let (png, ranges) = encode_montage(
+        &refs,
+        n,
+        c,
+        h,
+        w,
+        Normalize::Minmax,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    assert_eq!(ranges.len(), n * c);
+    assert_eq!(ranges[4], MapRange { lo: 4.0, hi: 13.0 });
+    let img = image::load_from_memory(&png).unwrap().into_luma8();
+    let g = MONTAGE_GAP as u32;
+    assert_eq!(img.dimensions(), (3 * 5 + 2 * g, 2 * 2 + g));
+    // Tile (1, 2) starts at x = 2*(w+gap), y = h+gap: its min is 0, max 255.
+    let (x0, y0) = (2 * (5 + g), 2 + g);
+    assert_eq!(img.get_pixel(x0, y0).0, [0]);
+    assert_eq!(img.get_pixel(x0 + 4, y0 + 1).0, [255]);
+    // Gap column after the first tile and gap row after the first band.
+    assert_eq!(img.get_pixel(5, 0).0, [128]);
+    assert_eq!(img.get_pixel(0, 2).0, [128]);
+    assert_eq!(img.get_pixel(5 + g - 1, 2 + g - 1).0, [128]);
+
+    let (png, _) = encode_montage(
+        &refs,
+        n,
+        c,
+        h,
+        w,
+        Normalize::Minmax,
+        BitDepth::Sixteen,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    let img = image::load_from_memory(&png).unwrap().into_luma16();
+    assert_eq!(img.get_pixel(5, 0).0, [32768]);
+    assert_eq!(img.get_pixel(x0 + 4, y0 + 1).0, [65535]);
+}
+
+#[test]
+fn single_tile_montage_has_no_gap() {
+    let m = [1.0f32, 2.0];
+    let (png, _) = encode_montage(
+        &[&m],
+        1,
+        1,
+        1,
+        2,
+        Normalize::Abs,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    let img = image::load_from_memory(&png).unwrap().into_luma8();
+    assert_eq!(img.into_raw(), [128, 255]);
+}
+
+#[test]
+fn montage_rejects_a_wrong_map_count() {
+    let m = [0.0f32; 4];
+    let r = encode_montage(
+        &[&m],
+        1,
+        2,
+        2,
+        2,
+        Normalize::Minmax,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    );
+    assert!(matches!(r, Err(CodecError::Encode(_))));
+}
