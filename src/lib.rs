@@ -54,10 +54,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let state = AppState::new(&settings).map_err(std::io::Error::other)?;
-    conv::buffers::configure(
-        usize::try_from(settings.compute.buffer_cache_bytes).unwrap_or(usize::MAX),
-        Duration::from_secs(settings.compute.buffer_cache_idle_secs),
-    );
     // Gives cached buffers back to the OS once they have been idle (see conv::buffers),
     // and the allocator's free memory once the server is quiet after a burst of bodies
     // (see serve::tune_malloc).
@@ -67,8 +63,9 @@ pub async fn run(
         let mut trimmed_at = 0u64;
         loop {
             tick.tick().await;
-            if conv::buffers::cached_bytes() > 0 {
-                let _ = tokio::task::spawn_blocking(conv::buffers::trim_idle).await;
+            let buffers = pool.buffers().clone();
+            if buffers.cached_bytes() > 0 {
+                let _ = tokio::task::spawn_blocking(move || buffers.trim_idle()).await;
             }
             let total = budget.total();
             if total - trimmed_at >= TRIM_AFTER_BYTES

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::config::ComputeSettings;
+use crate::conv::buffers::BufferCache;
 use crate::conv::CancelToken;
 use crate::error::{ApiError, ProblemKind};
 use crate::metrics::{Metrics, PoolGauges};
@@ -43,6 +44,8 @@ pub struct ComputePool {
     retry_after_secs: u64,
     /// Where the queue wait is recorded, if anywhere.
     metrics: Option<Metrics>,
+    /// The large-buffer cache of this pool's threads.
+    buffers: BufferCache,
 }
 
 impl ComputePool {
@@ -52,9 +55,17 @@ impl ComputePool {
     /// If the threads cannot be spawned.
     pub fn new(s: &ComputeSettings) -> Result<Self, rayon::ThreadPoolBuildError> {
         let threads = s.resolved_threads();
+        let buffers = BufferCache::new(
+            usize::try_from(s.buffer_cache_bytes).unwrap_or(usize::MAX),
+            Duration::from_secs(s.buffer_cache_idle_secs),
+        );
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("convd-compute-{i}"))
+            .start_handler({
+                let buffers = buffers.clone();
+                move |_| buffers.install_on_current_thread()
+            })
             .build()?;
         let running = s.resolved_running_jobs().max(1);
         let capacity = running + s.queue_depth;
@@ -67,7 +78,13 @@ impl ComputePool {
             deadline: s.deadline(),
             retry_after_secs: s.retry_after_secs.max(1),
             metrics: None,
+            buffers,
         })
+    }
+
+    /// The large-buffer cache this pool's threads use (see [`crate::conv::buffers`]).
+    pub fn buffers(&self) -> &BufferCache {
+        &self.buffers
     }
 
     /// Records each job's queue wait (stage `queue_wait`) into `metrics`.
