@@ -30,6 +30,7 @@ use std::cell::RefCell;
 use ndarray::{Array4, ArrayView1, ArrayView4};
 use rayon::prelude::*;
 
+use super::igemm::OutPtr;
 use super::params::Conv2dGeometry;
 use super::phase::PhaseLayout;
 use super::{CancelToken, Cancelled};
@@ -449,21 +450,6 @@ fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512
         out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(hi01, hi23);
     }
     out
-}
-
-/// The output buffer's base, shared by the bands that write disjoint rows of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-// SAFETY: bands write disjoint elements through it (see `conv2d_chantile`).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn at(self, offset: usize) -> Self {
-        // SAFETY: callers stay inside the output's capacity (n · c_out · P floats).
-        Self(unsafe { self.0.add(offset) })
-    }
 }
 
 #[cfg(test)]

@@ -380,16 +380,18 @@ fn run_task(
     }
 }
 
-/// The output buffer's base, shared by the tasks that write disjoint parts of it.
+/// The output buffer's base, shared by the tasks that write disjoint parts of it (here
+/// and in [`super::chantile`]).
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
-// SAFETY: tasks write disjoint elements through it (see `conv2d_igemm`).
+// SAFETY: tasks write disjoint elements through it (see `conv2d_igemm` and
+// `conv2d_chantile`, each of which checks that its tasks partition the output).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    fn at(self, offset: usize) -> Self {
+    pub(crate) fn at(self, offset: usize) -> Self {
         // SAFETY: callers stay inside the output's capacity (n · c_out · P floats).
         Self(unsafe { self.0.add(offset) })
     }
