@@ -32,7 +32,7 @@ pub static IMAGE: Dialect = Dialect {
     layers: "/parts/spec/layers",
     weight: "kernel",
     bias: "bias",
-    input: None,
+    input: "/parts/image",
     numbered: true,
     missing: None,
     both: INSIDE_EACH_LAYER,
@@ -112,15 +112,24 @@ struct KernelSpec {
     rest: Map<String, Value>,
 }
 
-/// The `spec` part as sent.
+/// The `spec` part as sent. The top-level layer's members are spelled out (those of
+/// [`KernelSpec`]) rather than a flattened `KernelSpec`: serde's flatten buffers the members
+/// it does not know and deserializes them again without their path, so a bad cell of a
+/// top-level `kernel` pointed at `/parts/spec` instead of at the cell (issue #12). Only the
+/// parameters, checked later with their own pointers, are left to `rest`.
 #[derive(Debug, Deserialize)]
 struct ImageJson {
     color: Option<ColorMode>,
     scale: Option<f64>,
     output: Option<OutputJson>,
     layers: Option<Vec<KernelSpec>>,
+    kernel: Option<Tensor>,
+    preset: Option<String>,
+    #[serde(default)]
+    bias: Option<Tensor>,
+    channels: Option<Channels>,
     #[serde(flatten)]
-    top: KernelSpec,
+    rest: Map<String, Value>,
 }
 
 /// The `spec` part, its scalars validated; the layers wait for the decoded input's channels
@@ -171,7 +180,13 @@ impl ImageSpec {
                 depth,
                 speed,
             },
-            top: spec.top,
+            top: KernelSpec {
+                kernel: spec.kernel,
+                preset: spec.preset,
+                bias: spec.bias,
+                channels: spec.channels,
+                rest: spec.rest,
+            },
             layers: spec.layers,
         })
     }

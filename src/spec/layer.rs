@@ -179,8 +179,9 @@ pub struct Dialect {
     pub weight: &'static str,
     /// What it calls the bias: `bias`, `bias_shape`.
     pub bias: &'static str,
-    /// Where an impossible input shape points: `None` for `<layer>/input`.
-    pub input: Option<&'static str>,
+    /// Where an impossible input shape points (`/input`, `/parts/input`, `/input_shape`):
+    /// the request's input, whichever layer finds it impossible.
+    pub input: &'static str,
     /// Whether a planning error in a stack of several layers names its layer
     /// (`layer 1: …`).
     pub numbered: bool,

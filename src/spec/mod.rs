@@ -36,10 +36,9 @@ pub use params::{Ints, PaddingJson, ParamsJson, PARAM_NAMES};
 pub use plan::{input_array, plan, plan_shapes, Plan};
 pub use report::{LayerSummary, ShapeReport};
 
-/// A refused spec: what is wrong and the JSON Pointer of the member at fault. A multipart
-/// request's pointers start with `/parts/<name>`, except in the entries of a tensor
-/// request's `spec.layers`, which point at `/layers/<i>` as they always have (see
-/// [`tensor::MULTIPART`]).
+/// A refused spec: what is wrong and the JSON Pointer of the member at fault, down to the
+/// element (`/input/0/0/0/1`). A multipart request's pointers start with `/parts/<name>`
+/// (`/parts/spec/layers/1/stride`, `/parts/spec/kernel/1/2`, `/parts/input`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     /// Not well-formed: JSON syntax, a missing or unreadable part (400).

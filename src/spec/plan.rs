@@ -79,11 +79,14 @@ pub fn plan_shapes(input: [usize; 4], stack: &StackSpec) -> Result<Plan, SpecErr
 fn geometry_error(e: LayerError, stack: &StackSpec) -> SpecError {
     let d = stack.dialect;
     let base = stack.layers.get(e.layer).map_or("", |l| l.base.as_str());
-    let pointer = match (e.error.field, d.input) {
-        ("input", Some(input)) => input.to_string(),
-        ("weight", _) => format!("{base}/{}", d.weight),
-        ("bias", _) => format!("{base}/{}", d.bias),
-        (field, _) => format!("{base}/{field}"),
+    let pointer = match e.error.field {
+        // Only the request's input can have a zero-sized dimension (a planned layer's
+        // output has none), so "input" is the input the client sent, not a member of the
+        // layer.
+        "input" => d.input.to_string(),
+        "weight" => format!("{base}/{}", d.weight),
+        "bias" => format!("{base}/{}", d.bias),
+        field => format!("{base}/{field}"),
     };
     let prefix = if d.numbered && stack.layers.len() > 1 {
         format!("layer {}: ", e.layer)

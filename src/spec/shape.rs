@@ -19,7 +19,7 @@ pub static SHAPE: Dialect = Dialect {
     layers: "/layers",
     weight: "weight_shape",
     bias: "bias_shape",
-    input: Some("/input_shape"),
+    input: "/input_shape",
     numbered: false,
     missing: Some(EXACTLY_ONE),
     both: EXACTLY_ONE,

@@ -14,11 +14,11 @@ use crate::conv::{Activation, PaddingMode};
 use crate::npy::NpyError;
 use crate::tensor::Tensor;
 
-const LAYERS_BESIDE: Refusal = Refusal::invalid(
-    "with `layers`, give bias and parameters inside each layer, not at the top level",
-    "/layers",
-);
-const LAYERS_EMPTY: Refusal = Refusal::invalid("`layers` must hold at least one layer", "/layers");
+/// Layer members beside `layers` (in the JSON body, or in a multipart `spec`).
+const LAYERS_BESIDE: &str =
+    "with `layers`, give bias and parameters inside each layer, not at the top level";
+/// An empty `layers`.
+const LAYERS_EMPTY: &str = "`layers` must hold at least one layer";
 
 /// The words of the JSON body.
 pub static JSON: Dialect = Dialect {
@@ -26,25 +26,25 @@ pub static JSON: Dialect = Dialect {
     layers: "/layers",
     weight: "weight",
     bias: "bias",
-    input: None,
+    input: "/input",
     numbered: true,
     missing: Some(Refusal::invalid(
         "missing `weight` (or `layers`)",
         "/weight",
     )),
     both: Refusal::invalid("give either `weight` or `layers`, not both", "/layers"),
-    beside: LAYERS_BESIDE,
-    empty: LAYERS_EMPTY,
+    beside: Refusal::invalid(LAYERS_BESIDE, "/layers"),
+    empty: Refusal::invalid(LAYERS_EMPTY, "/layers"),
 };
 
-/// The words of a multipart body. The entries of `spec.layers` point at `/layers/<i>` (not
-/// `/parts/spec/layers/<i>`), as they always have; the top-level layer at `/parts/spec`.
+/// The words of a multipart body: every member of the `spec` part points into it
+/// (`/parts/spec/stride`, `/parts/spec/layers/1/weight`), the input at its part.
 pub static MULTIPART: Dialect = Dialect {
     top: "/parts/spec",
-    layers: "/layers",
+    layers: "/parts/spec/layers",
     weight: "weight",
     bias: "bias",
-    input: None,
+    input: "/parts/input",
     numbered: true,
     missing: Some(Refusal {
         detail: "missing part `weight` (.npy)",
@@ -55,8 +55,8 @@ pub static MULTIPART: Dialect = Dialect {
         "give either a `weight` part or `layers` in spec, not both",
         "/parts/spec/layers",
     ),
-    beside: LAYERS_BESIDE,
-    empty: LAYERS_EMPTY,
+    beside: Refusal::invalid(LAYERS_BESIDE, "/parts/spec/layers"),
+    empty: Refusal::invalid(LAYERS_EMPTY, "/parts/spec/layers"),
 };
 
 /// The JSON body of `POST /v1/conv2d`.

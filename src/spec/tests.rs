@@ -263,3 +263,111 @@ fn the_parameter_names_are_the_same_in_every_place_they_are_read() {
         .collect::<Vec<_>>();
     assert!(e.to_string().contains(&listed.join(", ")), "{e}");
 }
+
+/// The pointer of the first refusal of a multipart tensor request whose `input` part is
+/// `input` and whose `spec` part is `spec` (and no `weight` part).
+fn multipart_pointer(input: &[u8], spec: &Value) -> String {
+    let limits = limits();
+    let spec = bytes(spec);
+    let parts = tensor::NpyParts {
+        input: Some(input),
+        spec: Some(&spec),
+        ..Default::default()
+    };
+    let e = parts
+        .into_spec(&limits)
+        .and_then(|(i, s)| {
+            let (n, c, h, w) = i.dim();
+            plan([n, c, h, w], s, &limits)
+        })
+        .unwrap_err();
+    e.pointer().unwrap_or("?").to_string()
+}
+
+#[test]
+fn every_member_of_a_multipart_spec_points_into_the_spec_part() {
+    let npy = crate::npy::write_npy_f32(&[1, 1, 2, 2], &[1.0; 4]);
+    let cases = [
+        // Refused as the layer is made: parameters, weights 4-D, bias 1-D.
+        (
+            json!({"layers": [{"weight": ONE}, {"weight": ONE, "stride": 0}]}),
+            "/parts/spec/layers/1/stride",
+        ),
+        (
+            json!({"layers": [{"weight": ONE, "stride": [1, "x"]}]}),
+            "/parts/spec/layers/0/stride/1",
+        ),
+        (
+            json!({"layers": [{"weight": ONE, "strid": 1}]}),
+            "/parts/spec/layers/0/strid",
+        ),
+        (
+            json!({"layers": [{"weight": [[1]]}]}),
+            "/parts/spec/layers/0/weight",
+        ),
+        (
+            json!({"layers": [{"weight": ONE, "bias": [[1]]}]}),
+            "/parts/spec/layers/0/bias",
+        ),
+        // Refused by the JSON parser, down to the element.
+        (
+            json!({"layers": [{"weight": [[[[1, "x"]]]]}]}),
+            "/parts/spec/layers/0/weight/0/0/0/1",
+        ),
+        // Refused by the plan: a shape that does not fit the one flowing in.
+        (
+            json!({"layers": [{"weight": ONE}, {"weight": [[[[1]], [[1]]]]}]}),
+            "/parts/spec/layers/1/weight",
+        ),
+        // Refused by the resolver.
+        (json!({"layers": []}), "/parts/spec/layers"),
+        (
+            json!({"stride": 2, "layers": [{"weight": ONE}]}),
+            "/parts/spec/layers",
+        ),
+    ];
+    for (spec, pointer) in cases {
+        assert_eq!(multipart_pointer(&npy, &spec), pointer, "{spec}");
+    }
+    // An input with a zero-sized dimension is the `input` part, not a member of a layer.
+    let empty = crate::npy::write_npy_f32(&[1, 1, 0, 2], &[]);
+    let spec = json!({"layers": [{"weight": ONE}]});
+    assert_eq!(multipart_pointer(&empty, &spec), "/parts/input");
+}
+
+#[test]
+fn a_bad_cell_of_a_top_level_kernel_points_at_the_cell_as_in_a_layer() {
+    let pointer = |spec: Value| {
+        let e = image::ImageSpec::from_json(&bytes(&spec)).unwrap_err();
+        e.pointer().unwrap_or("?").to_string()
+    };
+    let cases = [
+        (json!([[1, 2, 3], [4, 5, "x"]]), "/kernel/1/2"),
+        (json!([[1, 2, 3], [4, 5, true]]), "/kernel/1/2"),
+        (json!([[1, 2, 3], [4, 5]]), "/kernel/1"),
+        (json!([[1, 2], [[3], 4]]), "/kernel/1/0"),
+    ];
+    for (kernel, at) in cases {
+        let top = pointer(json!({"kernel": kernel}));
+        assert_eq!(top, format!("/parts/spec{at}"), "{kernel}");
+        let layer = pointer(json!({"layers": [{"preset": "box"}, {"kernel": kernel}]}));
+        assert_eq!(layer, format!("/parts/spec/layers/1{at}"), "{kernel}");
+    }
+    // The other members of the top-level layer too.
+    let e = pointer(json!({"kernel": [[1]], "bias": [1, "x"]}));
+    assert_eq!(e, "/parts/spec/bias/1");
+    let e = pointer(json!({"kernel": [[1]], "channels": "both"}));
+    assert_eq!(e, "/parts/spec/channels");
+}
+
+#[test]
+fn an_empty_input_is_the_input_whatever_layer_finds_it() {
+    let e = tensor_plan(json!({"input": [[[[]]]], "layers": [{"weight": ONE}]})).unwrap_err();
+    assert_eq!(e.pointer(), Some("/input"));
+    let e = tensor_plan(json!({"input": [[[[]]]], "weight": ONE})).unwrap_err();
+    assert_eq!(e.pointer(), Some("/input"));
+    let body = json!({"input_shape": [1, 1, 0, 1], "layers": [{"weight_shape": [1, 1, 1, 1]}]});
+    let (input, stack) = shape::from_json(&bytes(&body)).unwrap();
+    let e = plan_shapes(input, &stack).unwrap_err();
+    assert_eq!(e.pointer(), Some("/input_shape"));
+}

@@ -169,3 +169,117 @@ async fn identity_passes_each_channel_through_and_sums_them_by_default() {
         assert_eq!(sum[i], rgb, "pixel {i}");
     }
 }
+
+#[tokio::test]
+async fn a_bad_cell_of_a_top_level_kernel_points_at_the_cell() {
+    let app = spawn_app().await;
+    for (kernel, at) in [
+        (json!([[1, 2, 3], [4, 5, "x"]]), "/kernel/1/2"),
+        (json!([[1, 2, 3], [4, 5, true]]), "/kernel/1/2"),
+        (json!([[1, 2, 3], [4, 5]]), "/kernel/1"),
+    ] {
+        let res = convolve(&app, "camera.png", json!({"kernel": kernel})).await;
+        let p = expect_problem(res, 422).await;
+        assert_eq!(p["pointer"], format!("/parts/spec{at}"), "{kernel}: {p}");
+        // Inside `layers` the pointer was already exact, and stays so.
+        let spec = json!({"layers": [{"preset": "box"}, {"kernel": kernel}]});
+        let p = expect_problem(convolve(&app, "camera.png", spec).await, 422).await;
+        assert_eq!(
+            p["pointer"],
+            format!("/parts/spec/layers/1{at}"),
+            "{kernel}: {p}"
+        );
+    }
+}
+
+/// `POST /v1/conv2d` with `.npy` parts `input` (1×1×3×3) and `weight` (when `weight`), and
+/// `spec` as the JSON part.
+async fn conv2d_multipart(app: &TestApp, weight: bool, spec: &Value) -> reqwest::Response {
+    let npy = |shape: &[usize]| {
+        let len = shape.iter().product();
+        Part::bytes(convd::npy::write_npy_f32(shape, &vec![1.0; len])).file_name("x.npy")
+    };
+    let mut form = Form::new()
+        .part("input", npy(&[1, 1, 3, 3]))
+        .text("spec", spec.to_string());
+    if weight {
+        form = form.part("weight", npy(&[1, 1, 2, 2]));
+    }
+    app.client
+        .post(app.url("/v1/conv2d"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn errors_in_the_layers_of_a_multipart_spec_point_into_the_spec_part() {
+    let app = spawn_app().await;
+    let w = json!([[[[0, 1], [2, 3]]]]);
+    for (spec, pointer) in [
+        // A bad parameter.
+        (
+            json!({"layers": [{"weight": w}, {"weight": w, "dilation": -1}]}),
+            "/parts/spec/layers/1/dilation",
+        ),
+        (
+            json!({"layers": [{"weight": w, "stride": 0}]}),
+            "/parts/spec/layers/0/stride",
+        ),
+        // A bad shape: not 4-D, then not fitting the channels flowing in.
+        (
+            json!({"layers": [{"weight": [[0, 1], [2, 3]]}]}),
+            "/parts/spec/layers/0/weight",
+        ),
+        (
+            json!({"layers": [{"weight": w}, {"weight": [[[[1]], [[1]]]]}]}),
+            "/parts/spec/layers/1/weight",
+        ),
+        // A bad cell, down to the element.
+        (
+            json!({"layers": [{"weight": [[[[0, "1"]]]]}]}),
+            "/parts/spec/layers/0/weight/0/0/0/1",
+        ),
+        (json!({"layers": []}), "/parts/spec/layers"),
+    ] {
+        let p = expect_problem(conv2d_multipart(&app, false, &spec).await, 422).await;
+        assert_eq!(p["pointer"], pointer, "{spec}: {p}");
+    }
+    // The top-level members of the spec part were already prefixed, and stay so.
+    let p = expect_problem(
+        conv2d_multipart(&app, true, &json!({"stride": [1, "2"]})).await,
+        422,
+    )
+    .await;
+    assert_eq!(p["pointer"], "/parts/spec/stride/1", "{p}");
+}
+
+#[tokio::test]
+async fn the_json_tensor_api_keeps_its_element_pointers() {
+    let app = spawn_app().await;
+    let x = json!([[[[1, 2, 3], [4, 5, 6], [7, 8, 9]]]]);
+    let w = json!([[[[0, 1], [2, 3]]]]);
+    for (body, pointer) in [
+        (
+            json!({"input": [[[[1, "2"]]]], "weight": w}),
+            "/input/0/0/0/1",
+        ),
+        (
+            json!({"input": x, "weight": [[[[0, true]]]]}),
+            "/weight/0/0/0/1",
+        ),
+        (
+            json!({"input": x, "layers": [{"weight": w}, {"weight": [[[[0, "1"]]]]}]}),
+            "/layers/1/weight/0/0/0/1",
+        ),
+        (
+            json!({"input": x, "layers": [{"weight": w}, {"weight": w, "dilation": -1}]}),
+            "/layers/1/dilation",
+        ),
+        (json!({"input": x, "layers": []}), "/layers"),
+    ] {
+        let p = expect_problem(app.conv2d(&body).await, 422).await;
+        assert_eq!(p["pointer"], pointer, "{body}: {p}");
+    }
+}
