@@ -220,3 +220,49 @@ pub(crate) fn build(
     let bias = bias.then(|| Array1::from_shape_simple_fn(c_out, &mut next));
     Some((x, wt, bias, g))
 }
+
+/// A layer with the same stride and padding on every side, and a bias (fixed test shapes).
+pub(crate) fn simple_geom(
+    input: [usize; 4],
+    weight: [usize; 4],
+    stride: usize,
+    pad: usize,
+) -> Conv2dGeometry {
+    let params = crate::conv::Conv2dParams {
+        stride: [stride; 2],
+        padding: crate::conv::Padding::Explicit([pad; 4]),
+        ..Default::default()
+    };
+    Conv2dGeometry::new(input, weight, Some(weight[0]), &params).expect("a valid layer")
+}
+
+/// The layer a property test drew: `(n, groups, c_in/groups, c_out/groups, h, w)`,
+/// `(k_h, k_w, s_h, s_w, d_h, d_w)` and `(padding mode index, top, bottom, left, right,
+/// kind)` with kind 0 `same`, 1 `valid`, else the explicit sides; None when these make no
+/// layer (the kernel does not fit, `same` at a stride, …).
+pub(crate) fn drawn_geom(
+    (n, groups, cpg, opg, h, w): (usize, usize, usize, usize, usize, usize),
+    (k_h, k_w, s_h, s_w, d_h, d_w): (usize, usize, usize, usize, usize, usize),
+    (mode, t, b, l, r, kind): (usize, usize, usize, usize, usize, usize),
+) -> Option<Conv2dGeometry> {
+    use crate::conv::{Conv2dParams, Padding};
+    let padding = match kind {
+        0 => Padding::Same,
+        1 => Padding::Valid,
+        _ => Padding::Explicit([t, b, l, r]),
+    };
+    let params = Conv2dParams {
+        stride: [s_h, s_w],
+        dilation: [d_h, d_w],
+        padding,
+        groups,
+        padding_mode: MODES[mode],
+    };
+    Conv2dGeometry::new(
+        [n, groups * cpg, h, w],
+        [groups * opg, cpg, k_h, k_w],
+        Some(groups * opg),
+        &params,
+    )
+    .ok()
+}

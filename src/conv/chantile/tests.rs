@@ -1,8 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::conv::params::{Conv2dParams, Padding};
-use crate::conv::testutil::{check_against_reference, MODES};
+use crate::conv::testutil::{check_against_reference, drawn_geom};
 
 fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
     check_against_reference(g, seed, bias, |x, w, b| {
@@ -10,14 +9,7 @@ fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
     });
 }
 
-fn geom(input: [usize; 4], weight: [usize; 4], stride: usize, pad: usize) -> Conv2dGeometry {
-    let params = Conv2dParams {
-        stride: [stride; 2],
-        padding: Padding::Explicit([pad; 4]),
-        ..Default::default()
-    };
-    Conv2dGeometry::new(input, weight, Some(weight[0]), &params).unwrap()
-}
+use crate::conv::testutil::simple_geom as geom;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
@@ -33,9 +25,7 @@ proptest! {
         if !available() {
             return Ok(());
         }
-        let padding = match same { 0 => Padding::Same, 1 => Padding::Valid, _ => Padding::Explicit([t, b, l, r]) };
-        let params = Conv2dParams { stride: [s_h, s_w], dilation: [d_h, d_w], padding, groups, padding_mode: MODES[mode] };
-        let Ok(g) = Conv2dGeometry::new([n, groups * cpg, h, w], [groups * opg, cpg, k_h, k_w], Some(groups * opg), &params) else { return Ok(()) };
+        let Some(g) = drawn_geom((n, groups, cpg, opg, h, w), (k_h, k_w, s_h, s_w, d_h, d_w), (mode, t, b, l, r, same)) else { return Ok(()) };
         check(&g, seed, bias);
     }
 }

@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::conv::params::{Conv2dParams, Padding, PaddingMode};
-use crate::conv::testutil::{check_against_reference, MODES};
+use crate::conv::testutil::{check_against_reference, drawn_geom};
 
 fn check(g: &Conv2dGeometry, lowering: Lowering, seed: u32, bias: bool) {
     check_against_reference(g, seed, bias, |x, w, b| {
@@ -18,9 +18,7 @@ proptest! {
         (k_h, k_w, s_h, s_w, d_h, d_w) in (1usize..6, 1usize..6, 1usize..4, 1usize..4, 1usize..4, 1usize..3),
         (mode, t, b, l, r, same, bias, seed) in (0usize..5, 0usize..4, 0usize..4, 0usize..4, 0usize..4, 0usize..4, any::<bool>(), any::<u32>()),
     ) {
-        let padding = match same { 0 => Padding::Same, 1 => Padding::Valid, _ => Padding::Explicit([t, b, l, r]) };
-        let params = Conv2dParams { stride: [s_h, s_w], dilation: [d_h, d_w], padding, groups, padding_mode: MODES[mode] };
-        let Ok(g) = Conv2dGeometry::new([n, groups * cpg, h, w], [groups * opg, cpg, k_h, k_w], Some(groups * opg), &params) else { return Ok(()) };
+        let Some(g) = drawn_geom((n, groups, cpg, opg, h, w), (k_h, k_w, s_h, s_w, d_h, d_w), (mode, t, b, l, r, same)) else { return Ok(()) };
         check(&g, Lowering::Im2col, seed, bias);
     }
 
