@@ -155,10 +155,11 @@ pub fn conv2d_chantile(
         buf_len,
         jt,
     };
+    // Every image runs the same (group, band) tasks.
+    let tasks: Vec<(usize, &std::ops::Range<usize>)> = (0..g.groups)
+        .flat_map(|grp| bands.iter().map(move |b| (grp, b)))
+        .collect();
     let done = (0..g.n).try_for_each(|img| {
-        let tasks: Vec<(usize, &std::ops::Range<usize>)> = (0..g.groups)
-            .flat_map(|grp| bands.iter().map(move |b| (grp, b)))
-            .collect();
         tasks.par_iter().try_for_each(|&(grp, rows)| {
             if cancel.is_cancelled() {
                 return Err(Cancelled);
