@@ -35,6 +35,7 @@ pub mod presets;
 pub mod reference;
 pub mod separable;
 pub mod stack;
+pub mod strip;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod winograd;

@@ -28,6 +28,7 @@ use super::{CancelToken, Cancelled};
 const MIN_TAPS: usize = 20;
 
 /// The 1-D factors of every output channel of a separable layer.
+#[derive(Debug)]
 pub struct SeparablePlan {
     /// `[c_out][k_h]`.
     vertical: Vec<f32>,
