@@ -63,9 +63,141 @@ pub struct DecodedImage {
     pub format: &'static str,
 }
 
-/// Decodes `bytes` into float32 CHW planes.
+/// What an image's header says, read before any pixel is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Channels of the float planes the image gives in the requested [`ColorMode`].
+    pub channels: usize,
+    /// Bytes of the decoded samples the image is held in while it is convolved.
+    pub decoded_bytes: u64,
+    /// Sniffed source format, e.g. `"png"`.
+    pub format: &'static str,
+}
+
+/// A decoded image, held as the 8-bit samples the decoder gave, until its rows are turned
+/// into float planes ([`Pixels::rows`]).
+#[derive(Debug)]
+pub struct Pixels {
+    /// Width `W` in pixels.
+    pub width: usize,
+    /// Height `H` in pixels.
+    pub height: usize,
+    /// Channels `C` of the float planes (1, 3 or 4).
+    pub channels: usize,
+    /// Sniffed source format, e.g. `"png"`.
+    pub format: &'static str,
+    /// Interleaved samples, `samples_per_pixel` per pixel, row-major.
+    samples: Vec<u8>,
+    samples_per_pixel: usize,
+    /// Pillow's luma of RGB samples into one channel.
+    luma: bool,
+    /// `v as f32 · scale` for every 8-bit value.
+    lut: [f32; 256],
+}
+
+impl Pixels {
+    /// Bytes held by the samples.
+    pub fn bytes(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// Rows `rows` of every channel as float planes: `out` is `[C, rows.len(), W]`,
+    /// row-major, each value the 8-bit sample times the scale.
+    ///
+    /// # Panics
+    /// If `rows` is beyond the image or `out.len() != C · rows.len() · W`.
+    pub fn rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let (w, k) = (self.width, self.samples_per_pixel);
+        let n = rows.len() * w;
+        assert_eq!(out.len(), self.channels * n, "planes of {rows:?}");
+        let src = &self.samples[rows.start * w * k..rows.end * w * k];
+        let lut = &self.lut;
+        if self.luma {
+            for (o, p) in out.iter_mut().zip(src.chunks_exact(3)) {
+                *o = lut[usize::from(pillow_luma(p[0], p[1], p[2]))];
+            }
+        } else if k == 1 {
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o = lut[usize::from(v)];
+            }
+        } else {
+            for (c, plane) in out.chunks_exact_mut(n).enumerate() {
+                for (o, p) in plane.iter_mut().zip(src.chunks_exact(k)) {
+                    *o = lut[usize::from(p[c])];
+                }
+            }
+        }
+    }
+
+    /// The whole image as float planes `[C, H, W]` (rows converted in parallel chunks on
+    /// the current rayon pool, into a reused buffer).
+    pub fn planes(&self) -> Vec<f32> {
+        let plane = self.width * self.height;
+        let mut data = crate::conv::buffers::take(self.channels * plane);
+        data.resize(self.channels * plane, 0.0);
+        let band = (CHUNK / self.width).max(1);
+        if self.channels == 1 {
+            data.par_chunks_mut(band * self.width)
+                .enumerate()
+                .for_each(|(i, out)| {
+                    let y = i * band;
+                    self.rows(y..y + out.len() / self.width, out);
+                });
+        } else {
+            // Channel by channel is not how `rows` writes; convert bands into a scratch
+            // and scatter them into the planes.
+            let bands: Vec<(usize, Vec<f32>)> = (0..self.height.div_ceil(band))
+                .into_par_iter()
+                .map(|i| {
+                    let rows = i * band..((i + 1) * band).min(self.height);
+                    let mut out = vec![0.0; self.channels * rows.len() * self.width];
+                    self.rows(rows, &mut out);
+                    (i, out)
+                })
+                .collect();
+            for (i, out) in bands {
+                let rows = out.len() / self.channels;
+                for (c, part) in out.chunks_exact(rows).enumerate() {
+                    let at = c * plane + i * band * self.width;
+                    data[at..at + rows].copy_from_slice(part);
+                }
+            }
+        }
+        data
+    }
+}
+
+/// Pixels per parallel task of the conversion to floats.
+const CHUNK: usize = 1 << 16;
+
+/// Reads the header of `bytes`: format, size and the channels `color` gives, checked
+/// against `limits`; nothing is decoded.
 ///
-/// Each value is the 8-bit sample (0..=255) multiplied by `scale` (use 1.0 for
+/// # Errors
+/// As [`decode_pixels`], except [`CodecError::Corrupt`] for data past the header.
+pub fn probe(bytes: &[u8], color: ColorMode, limits: &DecodeLimits) -> Result<Header, CodecError> {
+    let (decoder, format) = open(bytes, limits)?;
+    let (w, h) = decoder.dimensions();
+    check_dimensions(w, h, limits)?;
+    let spp = samples_per_pixel(decoder.color_type(), color);
+    let channels = planes_of(decoder.color_type(), color);
+    Ok(Header {
+        width: w as usize,
+        height: h as usize,
+        channels,
+        decoded_bytes: u64::from(w) * u64::from(h) * spp as u64,
+        format,
+    })
+}
+
+/// Decodes `bytes` into [`Pixels`]: the samples as the decoder gives them (converted to
+/// the 8-bit layout `color` needs), to be turned into float planes row by row.
+///
+/// Each float value is the 8-bit sample (0..=255) multiplied by `scale` (use 1.0 for
 /// 0..255, `1.0 / 255.0` for 0..1). Animated GIFs yield their first frame.
 ///
 /// # Errors
@@ -76,39 +208,13 @@ pub struct DecodedImage {
 /// - [`CodecError::TooLarge`] if width, height, pixel count or decoder
 ///   allocation exceed `limits` (checked from the header, before decoding);
 /// - [`CodecError::Corrupt`] if the data is truncated or malformed.
-pub fn decode_image(
+pub fn decode_pixels(
     bytes: &[u8],
     color: ColorMode,
     scale: f32,
     limits: &DecodeLimits,
-) -> Result<DecodedImage, CodecError> {
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| CodecError::Corrupt(e.to_string()))?;
-    let format = match reader.format() {
-        Some(f) => format_name(f).ok_or_else(|| {
-            CodecError::Unsupported(format!(
-                "{} images are not accepted",
-                f.extensions_str().first().copied().unwrap_or("unknown")
-            ))
-        })?,
-        None => {
-            return Err(CodecError::Unsupported(
-                "unrecognised magic bytes (expected png, jpeg, webp, gif, bmp or tiff)".into(),
-            ))
-        }
-    };
-
-    // Header probe: only the allocation budget applies here so that the
-    // dimensions can be read and reported precisely below.
-    let mut alloc_only = image::Limits::no_limits();
-    alloc_only.max_alloc = Some(limits.max_alloc_bytes);
-    let mut reader = reader;
-    reader.limits(alloc_only);
-    let mut decoder = reader
-        .into_decoder()
-        .map_err(|e| map_image_error(e, limits, None))?;
-
+) -> Result<Pixels, CodecError> {
+    let (mut decoder, format) = open(bytes, limits)?;
     let (w, h) = decoder.dimensions();
     check_dimensions(w, h, limits)?;
 
@@ -125,16 +231,99 @@ pub fn decode_image(
         .set_limits(full)
         .map_err(|e| map_image_error(e, limits, Some(total)))?;
 
+    let source = decoder.color_type();
     let img =
         DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits, Some(total)))?;
-    let (channels, data) = to_planes(img, color, scale);
-    Ok(DecodedImage {
-        channels,
-        height: h as usize,
+    let channels = planes_of(source, color);
+    let (samples, samples_per_pixel, luma) = match color {
+        ColorMode::Auto | ColorMode::Gray if is_gray(source) => {
+            (img.into_luma8().into_raw(), 1, false)
+        }
+        ColorMode::Gray => (img.into_rgb8().into_raw(), 3, true),
+        ColorMode::Auto | ColorMode::Rgb => (img.into_rgb8().into_raw(), 3, false),
+        ColorMode::Rgba => (img.into_rgba8().into_raw(), 4, false),
+    };
+    Ok(Pixels {
         width: w as usize,
-        data,
+        height: h as usize,
+        channels,
         format,
+        samples,
+        samples_per_pixel,
+        luma,
+        lut: std::array::from_fn(|v| v as f32 * scale),
     })
+}
+
+/// Decodes `bytes` into float32 CHW planes: [`decode_pixels`], then every row.
+///
+/// # Errors
+/// As [`decode_pixels`].
+pub fn decode_image(
+    bytes: &[u8],
+    color: ColorMode,
+    scale: f32,
+    limits: &DecodeLimits,
+) -> Result<DecodedImage, CodecError> {
+    let px = decode_pixels(bytes, color, scale, limits)?;
+    Ok(DecodedImage {
+        channels: px.channels,
+        height: px.height,
+        width: px.width,
+        data: px.planes(),
+        format: px.format,
+    })
+}
+
+/// The decoder for `bytes`, its header read under the allocation budget only (so that the
+/// dimensions can be read and reported precisely by [`check_dimensions`]).
+fn open<'a>(
+    bytes: &'a [u8],
+    limits: &DecodeLimits,
+) -> Result<(Box<dyn ImageDecoder + 'a>, &'static str), CodecError> {
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| CodecError::Corrupt(e.to_string()))?;
+    let format = match reader.format() {
+        Some(f) => format_name(f).ok_or_else(|| {
+            CodecError::Unsupported(format!(
+                "{} images are not accepted",
+                f.extensions_str().first().copied().unwrap_or("unknown")
+            ))
+        })?,
+        None => {
+            return Err(CodecError::Unsupported(
+                "unrecognised magic bytes (expected png, jpeg, webp, gif, bmp or tiff)".into(),
+            ))
+        }
+    };
+    let mut alloc_only = image::Limits::no_limits();
+    alloc_only.max_alloc = Some(limits.max_alloc_bytes);
+    let mut reader = reader;
+    reader.limits(alloc_only);
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| map_image_error(e, limits, None))?;
+    Ok((Box::new(decoder), format))
+}
+
+/// Channels of the float planes a `source` image gives in mode `color`.
+fn planes_of(source: ColorType, color: ColorMode) -> usize {
+    match color {
+        ColorMode::Auto if is_gray(source) => 1,
+        ColorMode::Gray => 1,
+        ColorMode::Auto | ColorMode::Rgb => 3,
+        ColorMode::Rgba => 4,
+    }
+}
+
+/// 8-bit samples per pixel [`decode_pixels`] holds for a `source` image in mode `color`.
+fn samples_per_pixel(source: ColorType, color: ColorMode) -> usize {
+    match color {
+        ColorMode::Auto | ColorMode::Gray if is_gray(source) => 1,
+        ColorMode::Gray | ColorMode::Auto | ColorMode::Rgb => 3,
+        ColorMode::Rgba => 4,
+    }
 }
 
 /// Returns the short name of an accepted format, `None` for everything else.
@@ -209,53 +398,6 @@ fn pillow_luma(r: u8, g: u8, b: u8) -> u8 {
     let l = (u32::from(r) * 19595 + u32::from(g) * 38470 + u32::from(b) * 7471 + 0x8000) >> 16;
     // The weights sum to 65536, so `l <= 255` always holds.
     u8::try_from(l).unwrap_or(u8::MAX)
-}
-
-/// Converts a decoded image into `(channels, CHW data)` in one pass per plane.
-///
-/// The 8-bit conversion (`into_*8`) is a no-op when the source already has the
-/// target layout; every output value is looked up in a 256-entry table of
-/// `v as f32 * scale`, so no intermediate float image is built.
-fn to_planes(img: DynamicImage, color: ColorMode, scale: f32) -> (usize, Vec<f32>) {
-    let lut: [f32; 256] = std::array::from_fn(|v| v as f32 * scale);
-    let gray_src = is_gray(img.color());
-    match color {
-        ColorMode::Auto | ColorMode::Gray if gray_src => {
-            let raw = img.into_luma8().into_raw();
-            (1, map_pixels(&raw, 1, |p| lut[usize::from(p[0])]))
-        }
-        ColorMode::Gray => {
-            let raw = img.into_rgb8().into_raw();
-            let data = map_pixels(&raw, 3, |p| lut[usize::from(pillow_luma(p[0], p[1], p[2]))]);
-            (1, data)
-        }
-        ColorMode::Auto | ColorMode::Rgb => {
-            (3, interleaved_to_chw(&img.into_rgb8().into_raw(), 3, &lut))
-        }
-        ColorMode::Rgba => (4, interleaved_to_chw(&img.into_rgba8().into_raw(), 4, &lut)),
-    }
-}
-
-/// One float per pixel of `raw` (`c` samples per pixel), in parallel chunks on the current
-/// rayon pool, into a reused buffer ([`crate::conv::buffers`]).
-fn map_pixels(raw: &[u8], c: usize, f: impl Fn(&[u8]) -> f32 + Sync + Send) -> Vec<f32> {
-    const CHUNK: usize = 1 << 16;
-    let mut data = crate::conv::buffers::take(raw.len() / c);
-    // Written in place into the spare capacity: no zero fill first.
-    raw.par_chunks_exact(c)
-        .with_min_len(CHUNK)
-        .map(f)
-        .collect_into_vec(&mut data);
-    data
-}
-
-/// De-interleaves `raw` (HWC, `c` samples per pixel) into CHW float planes.
-fn interleaved_to_chw(raw: &[u8], c: usize, lut: &[f32; 256]) -> Vec<f32> {
-    let mut data = crate::conv::buffers::take(raw.len());
-    for ch in 0..c {
-        data.extend(raw.chunks_exact(c).map(|p| lut[usize::from(p[ch])]));
-    }
-    data
 }
 
 #[cfg(test)]
@@ -411,6 +553,40 @@ mod tests {
             assert!(d.data[c * hw..(c + 1) * hw]
                 .iter()
                 .all(|v| (v - want).abs() <= 3.0));
+        }
+    }
+
+    #[test]
+    fn rows_of_any_band_are_the_whole_planes_rows_and_the_header_says_the_same() {
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(5, 7, |x, y| {
+            Rgb([(x * 40) as u8, (y * 30) as u8, (x * y) as u8])
+        }));
+        let bytes = encode(&img, ImageFormat::Png);
+        for mode in [
+            ColorMode::Auto,
+            ColorMode::Gray,
+            ColorMode::Rgb,
+            ColorMode::Rgba,
+        ] {
+            let px = decode_pixels(&bytes, mode, 0.5, &limits()).unwrap();
+            let head = probe(&bytes, mode, &limits()).unwrap();
+            assert_eq!(
+                (head.width, head.height, head.channels, head.format),
+                (5, 7, px.channels, "png")
+            );
+            assert_eq!(head.decoded_bytes, px.bytes() as u64);
+            let whole = px.planes();
+            for (a, b) in [(0, 7), (0, 1), (2, 5), (6, 7)] {
+                let mut out = vec![0.0; px.channels * (b - a) * 5];
+                px.rows(a..b, &mut out);
+                for c in 0..px.channels {
+                    assert_eq!(
+                        out[c * (b - a) * 5..(c + 1) * (b - a) * 5],
+                        whole[c * 35 + a * 5..c * 35 + b * 5],
+                        "{mode:?} rows {a}..{b} channel {c}"
+                    );
+                }
+            }
         }
     }
 

@@ -10,7 +10,9 @@
 pub mod decode;
 pub mod encode;
 
-pub use decode::{decode_image, ColorMode, DecodeLimits, DecodedImage};
+pub use decode::{
+    decode_image, decode_pixels, probe, ColorMode, DecodeLimits, DecodedImage, Header, Pixels,
+};
 pub use encode::{
     encode_montage, encode_png, encode_zip, normalize_map, BitDepth, MapRange, Normalize, PngSpeed,
     MONTAGE_GAP,
