@@ -161,6 +161,9 @@ pub struct Limits {
     pub max_image_pixels: u64,
     /// Image width or height.
     pub max_image_side: u32,
+    /// Bytes one image job with a picture output may hold at its peak, as its plan
+    /// estimates them before decoding (`crate::pipeline::Estimate`).
+    pub max_job_bytes: u64,
 }
 
 /// Errors while loading settings.

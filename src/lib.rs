@@ -24,6 +24,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod npy;
+pub mod pipeline;
 pub mod serve;
 pub mod spec;
 pub mod telemetry;

@@ -14,7 +14,11 @@ use rayon::prelude::*;
 use super::CodecError;
 
 mod archive;
-pub use archive::encode_zip;
+mod canvas;
+mod render;
+pub use archive::{encode_zip, zip_rendered};
+pub use canvas::{Band, Canvas, Grid};
+pub use render::{render, Rendered, Strips, Target, WholeMaps};
 
 /// Gap in pixels between neighbouring tiles of a montage, on both axes.
 pub const MONTAGE_GAP: usize = 4;
@@ -78,6 +82,250 @@ pub struct MapRange {
     pub hi: f32,
 }
 
+/// What normalisation needs to know of a map, gathered in one pass (or strip by strip,
+/// [`MapStats::add`] then [`MapStats::merge`]): its finite extremes, and whether it holds
+/// `+∞` or `−∞`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MapStats {
+    /// Smallest and largest finite value (`+∞`, `−∞` while there is none).
+    finite: (f32, f32),
+    /// Whether some value is `−∞`, some value `+∞`.
+    infinite: (bool, bool),
+}
+
+impl Default for MapStats {
+    fn default() -> Self {
+        Self {
+            finite: (f32::INFINITY, f32::NEG_INFINITY),
+            infinite: (false, false),
+        }
+    }
+}
+
+impl MapStats {
+    /// The statistics of a whole map, in parallel chunks on the current rayon pool.
+    pub fn of(map: &[f32]) -> Self {
+        map.par_chunks(CHUNK)
+            .map(|c| {
+                let mut s = Self::default();
+                s.add(c);
+                s
+            })
+            .reduce(Self::default, Self::merge)
+    }
+
+    /// Adds the values of `part`.
+    pub fn add(&mut self, part: &[f32]) {
+        // Branch-free selects (non-finite values leave the extremes alone), so the loop
+        // vectorises.
+        let (lo, hi, neg, pos) = part.iter().fold(
+            (
+                self.finite.0,
+                self.finite.1,
+                self.infinite.0,
+                self.infinite.1,
+            ),
+            |(lo, hi, neg, pos), &x| {
+                let finite = x.abs() < f32::INFINITY;
+                (
+                    if finite && x < lo { x } else { lo },
+                    if finite && x > hi { x } else { hi },
+                    neg | (x == f32::NEG_INFINITY),
+                    pos | (x == f32::INFINITY),
+                )
+            },
+        );
+        self.finite = (lo, hi);
+        self.infinite = (neg, pos);
+    }
+
+    /// The statistics of two parts together.
+    pub fn merge(self, o: Self) -> Self {
+        Self {
+            finite: (self.finite.0.min(o.finite.0), self.finite.1.max(o.finite.1)),
+            infinite: (
+                self.infinite.0 | o.infinite.0,
+                self.infinite.1 | o.infinite.1,
+            ),
+        }
+    }
+
+    /// Minimum and maximum of the finite values, `None` if there are none.
+    fn finite_min_max(&self) -> Option<(f32, f32)> {
+        (self.finite.0 <= self.finite.1).then_some(self.finite)
+    }
+
+    /// Largest finite `|x|`, 0 if there is none.
+    fn max_abs(&self) -> f32 {
+        self.finite_min_max()
+            .map_or(0.0, |(lo, hi)| lo.abs().max(hi.abs()))
+    }
+
+    /// Minimum and maximum ignoring NaN (NaN when every value is NaN).
+    pub fn min_max(&self) -> (f32, f32) {
+        let (neg, pos) = self.infinite;
+        let (lo, hi) = self.finite_min_max().unwrap_or((f32::NAN, f32::NAN));
+        let lo = if neg {
+            f32::NEG_INFINITY
+        } else if lo.is_nan() && pos {
+            f32::INFINITY
+        } else {
+            lo
+        };
+        let hi = if pos {
+            f32::INFINITY
+        } else if hi.is_nan() && neg {
+            f32::NEG_INFINITY
+        } else {
+            hi
+        };
+        (lo, hi)
+    }
+}
+
+/// The per-pixel rule of a normalisation: floats → pixel values `0..=max`, for one map
+/// whose [`MapStats`] are known. See [`normalize_map`].
+#[derive(Debug, Clone, Copy)]
+pub struct Quantizer {
+    rule: Rule,
+    top: u16,
+    range: MapRange,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    /// `(x − lo)·scale` in f32.
+    Shift { lo: f32, scale: f32 },
+    /// `(x − lo)·scale` in f64 (ranges that overflow f32, or a constant map).
+    ShiftWide { lo: f64, scale: f64 },
+    /// `clamp(x, 0, 255)·k`.
+    Clamp { k: f32 },
+    /// `|x|·scale` in f32.
+    Abs { scale: f32 },
+    /// `|x|·scale` in f64.
+    AbsWide { scale: f64 },
+}
+
+impl Quantizer {
+    /// The rule of `mode` at `depth` for a map with statistics `stats`.
+    pub fn new(mode: Normalize, depth: BitDepth, stats: &MapStats) -> Self {
+        let top = depth.max_value();
+        let max = f64::from(top);
+        let (rule, range) = match mode {
+            Normalize::Minmax => {
+                let (lo, hi) = stats.finite_min_max().unwrap_or((0.0, 0.0));
+                let span = f64::from(hi) - f64::from(lo);
+                let scale = if span > 0.0 { max / span } else { 0.0 };
+                let scale32 = scale as f32;
+                let rule = if span > 0.0
+                    && (hi - lo).is_finite()
+                    && scale32.is_finite()
+                    && scale32 > 0.0
+                {
+                    Rule::Shift { lo, scale: scale32 }
+                } else {
+                    Rule::ShiftWide {
+                        lo: f64::from(lo),
+                        scale,
+                    }
+                };
+                (rule, MapRange { lo, hi })
+            }
+            Normalize::Clamp => (
+                // max / 255 is exactly 1 or 257, so 8-bit output is round(clamp(x)).
+                Rule::Clamp {
+                    k: (max / 255.0) as f32,
+                },
+                MapRange { lo: 0.0, hi: 255.0 },
+            ),
+            Normalize::Abs => {
+                let hi = stats.max_abs();
+                let scale = if hi > 0.0 { max / f64::from(hi) } else { 0.0 };
+                let scale32 = scale as f32;
+                let rule = if scale32.is_finite() && scale32 > 0.0 {
+                    Rule::Abs { scale: scale32 }
+                } else {
+                    Rule::AbsWide { scale }
+                };
+                (rule, MapRange { lo: 0.0, hi })
+            }
+        };
+        Self { rule, top, range }
+    }
+
+    /// The range mapped onto `0..=max`.
+    pub fn range(&self) -> MapRange {
+        self.range
+    }
+
+    /// `out[i] = pixel(map[i])`.
+    ///
+    /// # Panics
+    /// If the lengths differ.
+    pub fn fill(&self, map: &[f32], out: &mut [u16]) {
+        assert_eq!(map.len(), out.len(), "quantize: output length mismatch");
+        let top = self.top;
+        let max = f64::from(top);
+        // x ↦ round((x − offset)·scale) clamped to 0..=max, one multiply per pixel (a
+        // division and a libm `round` call per pixel were a quarter of the 1080p pipeline).
+        // Rounding is half up, `(v + 0.5)` truncated, which equals half away from zero for
+        // v ≥ 0.
+        let quantize = move |v: f64| -> u16 {
+            if v >= max {
+                top
+            } else if v > 0.0 {
+                (v + 0.5) as u16
+            } else {
+                0 // also NaN
+            }
+        };
+        let each = |out: &mut [u16], f: &dyn Fn(f32) -> u16| {
+            for (o, &x) in out.iter_mut().zip(map) {
+                *o = f(x);
+            }
+        };
+        match self.rule {
+            // Branch-free in f32 so it vectorises: ±∞ saturate, NaN → 0 (`max` drops NaN).
+            // Within a rounding error of the f64 form.
+            Rule::Shift { lo, scale } => {
+                for (o, &x) in out.iter_mut().zip(map) {
+                    *o = quantize32((x - lo) * scale, top);
+                }
+            }
+            Rule::ShiftWide { lo, scale } => each(out, &|x: f32| {
+                if x.is_finite() {
+                    quantize((f64::from(x) - lo) * scale)
+                } else if x == f32::INFINITY {
+                    top
+                } else {
+                    0
+                }
+            }),
+            // Not `clamp`: it keeps NaN, where `max` maps NaN to 0 as documented.
+            #[allow(clippy::manual_clamp)]
+            Rule::Clamp { k } => {
+                for (o, &x) in out.iter_mut().zip(map) {
+                    *o = quantize32(x.max(0.0).min(255.0) * k, top);
+                }
+            }
+            Rule::Abs { scale } => {
+                for (o, &x) in out.iter_mut().zip(map) {
+                    *o = quantize32(x.abs() * scale, top);
+                }
+            }
+            Rule::AbsWide { scale } => each(out, &|x: f32| {
+                if x.is_finite() {
+                    quantize(f64::from(x.abs()) * scale)
+                } else if x.is_infinite() {
+                    top
+                } else {
+                    0
+                }
+            }),
+        }
+    }
+}
+
 /// Normalises one float map (length `h * w`) into pixel values `0..=max`
 /// (255 or 65535 per `depth`), written to `out` as `u16`; returns the range
 /// used.
@@ -98,81 +346,16 @@ pub fn normalize_map(map: &[f32], mode: Normalize, depth: BitDepth, out: &mut [u
         out.len(),
         "normalize_map: output length mismatch"
     );
-    let top = depth.max_value();
-    let max = f64::from(top);
-    // x ↦ round((x − offset)·scale) clamped to 0..=max, one multiply per pixel (a division
-    // and a libm `round` call per pixel were a quarter of the 1080p pipeline). Rounding is
-    // half up, `(v + 0.5)` truncated, which equals half away from zero for v ≥ 0.
-    let quantize = move |v: f64| -> u16 {
-        if v >= max {
-            top
-        } else if v > 0.0 {
-            (v + 0.5) as u16
-        } else {
-            0 // also NaN
-        }
+    let stats = if mode == Normalize::Clamp {
+        MapStats::default()
+    } else {
+        MapStats::of(map)
     };
-    match mode {
-        Normalize::Minmax => {
-            let (lo, hi) = finite_min_max(map).unwrap_or((0.0, 0.0));
-            let span = f64::from(hi) - f64::from(lo);
-            let (lo64, scale) = (f64::from(lo), if span > 0.0 { max / span } else { 0.0 });
-            let (lo32, scale32) = (lo, scale as f32);
-            if span > 0.0 && (hi - lo).is_finite() && scale32.is_finite() && scale32 > 0.0 {
-                // Branch-free in f32 so it vectorises: ±∞ saturate, NaN → 0 (`max` drops
-                // NaN). Within a rounding error of the f64 form below.
-                fill(map, out, move |x| quantize32((x - lo32) * scale32, top));
-                return MapRange { lo, hi };
-            }
-            let f = move |x: f32| {
-                if x.is_finite() {
-                    quantize((f64::from(x) - lo64) * scale)
-                } else if x == f32::INFINITY {
-                    top
-                } else {
-                    0
-                }
-            };
-            fill(map, out, f);
-            MapRange { lo, hi }
-        }
-        Normalize::Clamp => {
-            // max / 255 is exactly 1 or 257, so 8-bit output is round(clamp(x)).
-            let k = (max / 255.0) as f32;
-            // Not `clamp`: it keeps NaN, where `max` maps NaN to 0 as documented.
-            #[allow(clippy::manual_clamp)]
-            let f = move |x: f32| quantize32(x.max(0.0).min(255.0) * k, top);
-            fill(map, out, f);
-            MapRange { lo: 0.0, hi: 255.0 }
-        }
-        Normalize::Abs => {
-            let hi = map
-                .par_chunks(CHUNK)
-                .map(|c| {
-                    c.iter()
-                        .filter(|x| x.is_finite())
-                        .fold(0.0f32, |m, x| m.max(x.abs()))
-                })
-                .reduce(|| 0.0, f32::max);
-            let scale = if hi > 0.0 { max / f64::from(hi) } else { 0.0 };
-            let scale32 = scale as f32;
-            if scale32.is_finite() && scale32 > 0.0 {
-                fill(map, out, move |x| quantize32(x.abs() * scale32, top));
-                return MapRange { lo: 0.0, hi };
-            }
-            let f = move |x: f32| {
-                if x.is_finite() {
-                    quantize(f64::from(x.abs()) * scale)
-                } else if x.is_infinite() {
-                    top
-                } else {
-                    0
-                }
-            };
-            fill(map, out, f);
-            MapRange { lo: 0.0, hi }
-        }
-    }
+    let q = Quantizer::new(mode, depth, &stats);
+    out.par_chunks_mut(CHUNK)
+        .zip(map.par_chunks(CHUNK))
+        .for_each(|(o, m)| q.fill(m, o));
+    q.range()
 }
 
 /// `round(clamp(v, 0, top))`, half up; NaN → 0. Branch-free, so loops over it vectorise.
@@ -181,17 +364,6 @@ fn quantize32(v: f32, top: u16) -> u16 {
     // Through i32: the value is already in 0..=65535.5, and the i32 conversion vectorises
     // (cvttps2dq) where a saturating u16 conversion does not.
     (v.max(0.0).min(f32::from(top)) + 0.5) as i32 as u16
-}
-
-/// `out[i] = pixel(map[i])`, in parallel chunks.
-fn fill(map: &[f32], out: &mut [u16], pixel: impl Fn(f32) -> u16 + Sync) {
-    out.par_chunks_mut(CHUNK)
-        .zip(map.par_chunks(CHUNK))
-        .for_each(|(o, m)| {
-            for (o, &x) in o.iter_mut().zip(m) {
-                *o = pixel(x);
-            }
-        });
 }
 
 /// Pixels per parallel task of the per-pixel loops.
@@ -216,28 +388,22 @@ pub fn encode_png(
     depth: BitDepth,
     speed: PngSpeed,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
-    let (pw, ph) = png_dims(w, h)?;
-    let hw = h * w;
-    check_lengths(planes, hw)?;
-    let color = match (planes.len(), depth) {
-        (1, BitDepth::Eight) => ExtendedColorType::L8,
-        (1, BitDepth::Sixteen) => ExtendedColorType::L16,
-        (3, BitDepth::Eight) => ExtendedColorType::Rgb8,
-        (3, BitDepth::Sixteen) => ExtendedColorType::Rgb16,
-        (k, _) => {
-            return Err(CodecError::Encode(format!(
-                "expected 1 or 3 planes, got {k}"
-            )))
-        }
+    png_dims(w, h)?;
+    check_lengths(planes, h * w)?;
+    let k = planes.len();
+    if !matches!(k, 1 | 3) {
+        return Err(CodecError::Encode(format!(
+            "expected 1 or 3 planes, got {k}"
+        )));
+    }
+    let grid = Grid {
+        n: 1,
+        c: k,
+        h,
+        w,
+        k,
     };
-    let mut norm = vec![0u16; planes.len() * hw];
-    let ranges = planes
-        .iter()
-        .zip(norm.chunks_exact_mut(hw))
-        .map(|(p, o)| normalize_map(p, mode, depth, o))
-        .collect();
-    let bytes = interleave(&norm, planes.len(), depth);
-    Ok((write_png(&bytes, pw, ph, color, speed)?, ranges))
+    picture(planes, grid, mode, depth, speed)
 }
 
 /// Encodes an `n`×`c` grid of maps as one grayscale PNG montage.
@@ -267,69 +433,40 @@ pub fn encode_montage(
     speed: PngSpeed,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
     check_grid(maps, n, c, h, w)?;
-    let gap = MONTAGE_GAP;
-    let side = |count: usize, len: usize| {
-        count
-            .checked_mul(len + gap)
-            .map(|t| t - gap)
-            .unwrap_or(usize::MAX)
-    };
-    let (big_h, big_w) = (side(n, h), side(c, w));
-    let (pw, ph) = png_dims(big_w, big_h)?;
-    let total = big_h
-        .checked_mul(big_w)
-        .ok_or_else(|| CodecError::Encode(format!("montage {big_h}x{big_w} overflows")))?;
-    let grey = depth.max_value() / 2 + 1;
-    let mut out = vec![grey; total];
-    // One band of `h + gap` rows per batch item; the last band has no gap.
-    let ranges: Vec<Vec<MapRange>> = out
-        .par_chunks_mut((h + gap) * big_w)
-        .enumerate()
-        .map(|(i, band)| {
-            let mut tile = vec![0u16; h * w];
-            (0..c)
-                .map(|j| {
-                    let r = normalize_map(maps[i * c + j], mode, depth, &mut tile);
-                    for (y, row) in tile.chunks_exact(w).enumerate() {
-                        let at = y * big_w + j * (w + gap);
-                        band[at..at + w].copy_from_slice(row);
-                    }
-                    r
-                })
-                .collect()
-        })
-        .collect();
-    let color = match depth {
-        BitDepth::Eight => ExtendedColorType::L8,
-        BitDepth::Sixteen => ExtendedColorType::L16,
-    };
-    let bytes = interleave(&out, 1, depth);
-    let png = write_png(&bytes, pw, ph, color, speed)?;
-    Ok((png, ranges.into_iter().flatten().collect()))
+    picture(maps, Grid { n, c, h, w, k: 1 }, mode, depth, speed)
 }
 
-/// Minimum and maximum of the finite values, `None` if there are none.
-fn finite_min_max(map: &[f32]) -> Option<(f32, f32)> {
-    let (lo, hi) = map
-        .par_chunks(CHUNK)
-        .map(|c| {
-            // Branch-free selects (non-finite values leave the extremes alone), so the
-            // loop vectorises.
-            c.iter()
-                .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
-                    let finite = x.abs() < f32::INFINITY;
-                    (
-                        if finite && x < lo { x } else { lo },
-                        if finite && x > hi { x } else { hi },
-                    )
-                })
-        })
-        .reduce(
-            || (f32::INFINITY, f32::NEG_INFINITY),
-            |a, b| (a.0.min(b.0), a.1.max(b.1)),
-        );
-    (lo <= hi).then_some((lo, hi))
+/// Normalises whole maps into one picture for `grid` ([`render`]) and encodes it as a
+/// PNG.
+fn picture(
+    maps: &[&[f32]],
+    grid: Grid,
+    mode: Normalize,
+    depth: BitDepth,
+    speed: PngSpeed,
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    let strips = WholeMaps {
+        maps,
+        c: grid.c,
+        w: grid.w,
+    };
+    let rendered = render(
+        &strips,
+        grid,
+        false,
+        mode,
+        depth,
+        STRIP_PIXELS.div_ceil(grid.w),
+    )?;
+    let Target::One(canvas) = rendered.target else {
+        unreachable!("render without per_map makes one picture")
+    };
+    Ok((canvas.png(speed)?, rendered.ranges))
 }
+
+/// Pixels per strip when whole maps are rendered.
+const STRIP_PIXELS: usize = 1 << 16;
+
 /// Validates PNG side lengths and converts them to `(width, height)` as `u32`.
 fn png_dims(w: usize, h: usize) -> Result<(u32, u32), CodecError> {
     if w == 0 || h == 0 {
@@ -374,21 +511,6 @@ fn check_grid(maps: &[&[f32]], n: usize, c: usize, h: usize, w: usize) -> Result
         .checked_mul(w)
         .ok_or_else(|| CodecError::Encode(format!("map size {h}x{w} overflows")))?;
     check_lengths(maps, hw)
-}
-
-/// Packs `k` planes of normalised pixels (CHW) into interleaved sample bytes
-/// as `ImageEncoder::write_image` expects: `u8` at 8 bit, native-endian `u16`
-/// at 16 bit.
-fn interleave(norm: &[u16], k: usize, depth: BitDepth) -> Vec<u8> {
-    let hw = norm.len() / k;
-    let pixel = |i: usize| (0..k).map(move |c| norm[c * hw + i]);
-    match depth {
-        // Values are <= 255 at 8 bit, so the narrowing is lossless.
-        BitDepth::Eight if k == 1 => norm.iter().map(|&v| v as u8).collect(),
-        BitDepth::Eight => (0..hw).flat_map(pixel).map(|v| v as u8).collect(),
-        BitDepth::Sixteen if k == 1 => norm.iter().flat_map(|v| v.to_ne_bytes()).collect(),
-        BitDepth::Sixteen => (0..hw).flat_map(pixel).flat_map(u16::to_ne_bytes).collect(),
-    }
 }
 
 /// Runs the PNG encoder over interleaved sample bytes.

@@ -19,13 +19,19 @@ use super::job::compute;
 use super::negotiate::{content_type, negotiate, Timings};
 use super::reply::{tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, ZIP};
 use super::AppState;
-use crate::codec::{self, BitDepth, CodecError, ColorMode, DecodeLimits};
+use rayon::prelude::*;
+
+use crate::codec::{
+    self, BitDepth, CodecError, ColorMode, DecodeLimits, Grid, Header, Pixels, Rendered, Target,
+};
 use crate::config::Limits;
 use crate::conv::buffers;
 use crate::conv::presets::catalogue_within;
 use crate::error::ApiError;
+use crate::pipeline;
 use crate::spec::image::{Format, ImageSpec, Output};
 use crate::spec::ShapeReport;
+use crate::worker::cancelled;
 
 /// `GET /v1/kernels`: every preset with its parameters, defaults and default weights; sides
 /// go up to the configured `max_kernel_side`.
@@ -46,6 +52,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
     }
     let raw = super::multipart::read(req, app.limits.max_body_bytes).await?;
     let limits = app.limits.clone();
+    let threads = app.pool.threads();
     app.pool
         .run(move |cancel| {
             let mut timings = Timings::default();
@@ -61,30 +68,173 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 Some(ZIP) => Format::Zip,
                 _ => Format::Png,
             });
-            let input = decode_batch(&images, spec.color, spec.scale, &limits)?;
+            let dl = decode_limits(&limits);
+            // Every refusal is decided from the headers, before anything is decoded.
+            let head = probe_batch(&images, spec.color, &dl)?;
+            let [n, c_in, h, w] = head.shape;
+            let max_side = usize::try_from(limits.max_kernel_side).unwrap_or(usize::MAX);
+            let (color, scale) = (spec.color, spec.scale);
+            let (stack, each) = spec.stack(c_in, max_side)?;
+            if matches!(format, Format::Json | Format::Npy) {
+                let elements = head
+                    .shape
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64));
+                if elements > limits.max_tensor_elements {
+                    return Err(ApiError::over_limit(
+                        "input elements",
+                        limits.max_tensor_elements,
+                        elements,
+                    )
+                    .at("/parts/image"));
+                }
+                let plan = crate::spec::plan(head.shape, stack, &limits)?;
+                let input = decode_batch(&images, color, scale, &dl)?;
+                drop(images);
+                drop(reservation);
+                timings.record("decode", t);
+                let tensor = if format == Format::Json {
+                    TensorFormat::Json
+                } else {
+                    TensorFormat::Npy
+                };
+                return compute(input, plan, cancel, timings, |out, report, timings| {
+                    tensor_reply(out, report, tensor, timings)
+                });
+            }
+            let plan = crate::spec::plan_picture(head.shape, stack, &limits)?;
+            let [_, c, oh, ow] = plan.geoms.last().expect("a layer").output_shape();
+            let rgb = each && c_in == 3 && n == 1 && c == 3;
+            let grid = Grid {
+                n,
+                c,
+                h: oh,
+                w: ow,
+                k: if rgb { 3 } else { 1 },
+            };
+            let per_map = format == Format::Zip;
+            let (estimate, stack, plans) = pipeline::estimate(
+                &plan.layers,
+                &plan.geoms,
+                &head.decoded,
+                grid,
+                per_map,
+                output.depth,
+                threads,
+            );
+            if estimate.total_bytes > limits.max_job_bytes {
+                return Err(ApiError::over_limit(
+                    "job memory estimate (bytes)",
+                    limits.max_job_bytes,
+                    estimate.total_bytes,
+                )
+                .at("/parts/image"));
+            }
+            let pixels = decode_all(&images, color, scale, &dl)?;
             drop(images);
             drop(reservation);
             timings.record("decode", t);
-            let c_in = input.shape()[1];
-            let max_side = usize::try_from(limits.max_kernel_side).unwrap_or(usize::MAX);
-            let (stack, each) = spec.stack(c_in, max_side)?;
-            compute(
-                input,
-                stack,
-                &limits,
+            debug_assert!(pixels
+                .iter()
+                .all(|p| [p.channels, p.height, p.width] == [c_in, h, w]));
+            let mut report = plan.report();
+            for (summary, p) in report.layers.iter_mut().zip(&plans) {
+                summary.algorithm = p.algorithm;
+                summary.algorithm_reason.clone_from(&p.reason);
+            }
+            let t = Instant::now();
+            let rendered = pipeline::run(
+                &pixels,
+                stack.as_ref(),
+                &plan.layers,
+                &plan.geoms,
+                grid,
+                per_map,
+                output.normalize,
+                output.depth,
+                estimate.strip_rows,
                 cancel,
-                timings,
-                |out, report, timings| match format {
-                    Format::Json => tensor_reply(out, report, TensorFormat::Json, timings),
-                    Format::Npy => tensor_reply(out, report, TensorFormat::Npy, timings),
-                    Format::Png | Format::Zip => {
-                        let rgb = each && c_in == 3 && report.output_shape[..2] == [1, 3];
-                        picture_reply(out, report, format, rgb, output, timings)
-                    }
-                },
             )
+            .map_err(|e| match e {
+                pipeline::JobError::Cancelled => cancelled(),
+                pipeline::JobError::Codec(e) => ApiError::internal(e),
+            })?;
+            drop(pixels);
+            let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
+            let how = if estimate.streamed {
+                format!(
+                    "{} in strips of {} rows",
+                    algos.join("+"),
+                    estimate.strip_rows
+                )
+            } else {
+                format!("{} on whole planes", algos.join("+"))
+            };
+            timings.record_described("conv", t, how);
+            picture_reply(rendered, &report, format, output, &estimate, timings)
         })
         .await
+}
+
+/// The limits decoders run under.
+fn decode_limits(limits: &Limits) -> DecodeLimits {
+    DecodeLimits {
+        max_width: limits.max_image_side,
+        max_height: limits.max_image_side,
+        max_pixels: limits.max_image_pixels,
+        max_alloc_bytes: limits.max_image_pixels.saturating_mul(16),
+    }
+}
+
+/// What the headers of a batch say: its `[n, c, h, w]` and each image's decoded bytes.
+struct BatchHead {
+    shape: [usize; 4],
+    decoded: Vec<u64>,
+}
+
+/// Reads every image's header (nothing decoded), refusing an image over the limits and a
+/// batch of mixed sizes.
+fn probe_batch(
+    images: &[Bytes],
+    color: ColorMode,
+    dl: &DecodeLimits,
+) -> Result<BatchHead, ApiError> {
+    let mut first: Option<Header> = None;
+    let mut decoded = Vec::with_capacity(images.len());
+    for (i, bytes) in images.iter().enumerate() {
+        let head = codec::probe(bytes, color, dl).map_err(|e| codec_error(e, i))?;
+        match first {
+            None => first = Some(head),
+            Some(f) if (f.channels, f.height, f.width) != (head.channels, head.height, head.width) => {
+                return Err(ApiError::invalid_spec(format!(
+                    "images in a batch must share size and channels: image 0 is {}×{} with {} channel(s), image {i} is {}×{} with {} channel(s)",
+                    f.width, f.height, f.channels, head.width, head.height, head.channels
+                ))
+                .at(format!("/parts/image/{i}")))
+            }
+            Some(_) => {}
+        }
+        decoded.push(head.decoded_bytes);
+    }
+    let f = first.expect("at least one image");
+    Ok(BatchHead {
+        shape: [images.len(), f.channels, f.height, f.width],
+        decoded,
+    })
+}
+
+/// Decodes every image of a batch (on the pool, one task per image).
+fn decode_all(
+    images: &[Bytes],
+    color: ColorMode,
+    scale: f32,
+    dl: &DecodeLimits,
+) -> Result<Vec<Pixels>, ApiError> {
+    images
+        .par_iter()
+        .enumerate()
+        .map(|(i, b)| codec::decode_pixels(b, color, scale, dl).map_err(|e| codec_error(e, i)))
+        .collect()
 }
 
 /// The image parts and the spec part (on the pool: it splits the body).
@@ -145,62 +295,36 @@ fn codec_error(e: CodecError, i: usize) -> ApiError {
     }
 }
 
-/// Decodes the batch into `[n, c, h, w]`, refusing mixed sizes.
+/// Decodes the batch into float planes `[n, c, h, w]` (sizes checked by [`probe_batch`]).
 fn decode_batch(
     images: &[Bytes],
     color: ColorMode,
     scale: f32,
-    limits: &Limits,
+    dl: &DecodeLimits,
 ) -> Result<Array4<f32>, ApiError> {
-    let dl = DecodeLimits {
-        max_width: limits.max_image_side,
-        max_height: limits.max_image_side,
-        max_pixels: limits.max_image_pixels,
-        max_alloc_bytes: limits.max_image_pixels.saturating_mul(16),
+    let pixels = decode_all(images, color, scale, dl)?;
+    let (c, h, w) = (pixels[0].channels, pixels[0].height, pixels[0].width);
+    let data = if pixels.len() == 1 {
+        pixels[0].planes()
+    } else {
+        let mut data = buffers::take(pixels.len() * c * h * w);
+        for p in &pixels {
+            let part = p.planes();
+            data.extend_from_slice(&part);
+            buffers::give(part);
+        }
+        data
     };
-    let mut data = Vec::new();
-    let mut first: Option<(usize, usize, usize)> = None;
-    for (i, bytes) in images.iter().enumerate() {
-        let img = codec::decode_image(bytes, color, scale, &dl).map_err(|e| codec_error(e, i))?;
-        let dims = (img.channels, img.height, img.width);
-        match first {
-            None => {
-                let total = (img.data.len() as u64).saturating_mul(images.len() as u64);
-                if total > limits.max_tensor_elements {
-                    return Err(ApiError::over_limit("input elements", limits.max_tensor_elements, total).at("/parts/image"));
-                }
-                if images.len() > 1 {
-                    data = buffers::take(img.data.len() * images.len());
-                }
-                first = Some(dims);
-            }
-            Some(f) if f != dims => {
-                return Err(ApiError::invalid_spec(format!(
-                    "images in a batch must share size and channels: image 0 is {}×{} with {} channel(s), image {i} is {}×{} with {} channel(s)",
-                    f.2, f.1, f.0, dims.2, dims.1, dims.0
-                ))
-                .at(format!("/parts/image/{i}")))
-            }
-            Some(_) => {}
-        }
-        if images.len() == 1 {
-            data = img.data; // no copy for the common single image
-        } else {
-            data.extend_from_slice(&img.data);
-            buffers::give(img.data);
-        }
-    }
-    let (c, h, w) = first.expect("at least one image");
-    Array4::from_shape_vec((images.len(), c, h, w), data).map_err(ApiError::internal)
+    Array4::from_shape_vec((pixels.len(), c, h, w), data).map_err(ApiError::internal)
 }
 
-/// PNG (single, RGB or montage) or ZIP of per-map PNGs.
+/// The rendered picture(s) as a PNG or a ZIP of per-map PNGs.
 fn picture_reply(
-    out: &Array4<f32>,
+    rendered: Rendered,
     report: &ShapeReport,
     format: Format,
-    rgb: bool,
     output: Output,
+    estimate: &pipeline::Estimate,
     mut timings: Timings,
 ) -> Result<Reply, ApiError> {
     let Output {
@@ -210,12 +334,9 @@ fn picture_reply(
         ..
     } = output;
     let t = Instant::now();
-    let [n, c, h, w] = report.output_shape;
-    let data = out.as_slice().expect("contiguous");
-    let maps: Vec<&[f32]> = data.chunks_exact(h * w).collect();
     let enc = |e: CodecError| ApiError::internal(e);
-    let (content_type, body, ranges) = match format {
-        Format::Zip => {
+    let (content_type, body, ranges) = match (format, rendered.target) {
+        (Format::Zip, target) => {
             let manifest = json!({
                 "shape": report.output_shape,
                 "input_shape": report.input_shape,
@@ -224,20 +345,16 @@ fn picture_reply(
                 "layers": report.layers,
                 "receptive_field": report.receptive_field,
                 "macs": report.macs,
+                "memory": estimate,
             });
+            let rendered = Rendered { target, ..rendered };
             let (body, ranges) =
-                codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, manifest)
+                codec::zip_rendered(rendered, report.output_shape[1], normalize, speed, manifest)
                     .map_err(enc)?;
             (ZIP, body, ranges)
         }
-        _ => {
-            let (body, ranges) = if maps.len() == 1 || rgb {
-                codec::encode_png(&maps, h, w, normalize, depth, speed).map_err(enc)?
-            } else {
-                codec::encode_montage(&maps, n, c, h, w, normalize, depth, speed).map_err(enc)?
-            };
-            (PNG, body, ranges)
-        }
+        (_, Target::One(canvas)) => (PNG, canvas.png(speed).map_err(enc)?, rendered.ranges),
+        (_, Target::PerMap(_)) => return Err(ApiError::internal("one picture per map for a PNG")),
     };
     timings.record("encode", t);
     let reply = Reply::computed(content_type, body, report.output_shape, timings)?;
@@ -246,8 +363,10 @@ fn picture_reply(
         .map(|r| format!("{}:{}", r.lo, r.hi))
         .collect::<Vec<_>>()
         .join(",");
-    Ok(reply.with_header(
-        "x-conv-range",
-        HeaderValue::from_str(&v).map_err(ApiError::internal)?,
-    ))
+    Ok(reply
+        .with_header(
+            "x-conv-range",
+            HeaderValue::from_str(&v).map_err(ApiError::internal)?,
+        )
+        .with_header("x-conv-memory", HeaderValue::from(estimate.total_bytes)))
 }

@@ -1,5 +1,6 @@
-//! The work of a computing request on the pool, written once for the tensor and image
-//! APIs: plan the spec ([`crate::spec::plan()`]), run the stack, encode.
+//! The work of a computing request with a tensor output on the pool, written once for the
+//! tensor and image APIs: run the planned stack ([`crate::spec::plan()`]) whole, encode.
+//! (Image requests with a picture output go through [`crate::pipeline`] instead.)
 
 use std::time::Instant;
 
@@ -7,28 +8,24 @@ use ndarray::Array4;
 
 use super::negotiate::Timings;
 use super::reply::Reply;
-use crate::config::Limits;
 use crate::conv::{buffers, run_stack, CancelToken};
 use crate::error::ApiError;
-use crate::spec::{ShapeReport, StackSpec};
+use crate::spec::{Plan, ShapeReport};
 use crate::worker::cancelled;
 
-/// Plans `stack` over `input` within `limits`, convolves (recording the `conv` stage with
-/// the algorithms that ran), and encodes the output with `encode`. The input and output
-/// buffers go back to the buffer cache.
+/// Convolves `input` by `plan` (recording the `conv` stage with the algorithms that ran),
+/// and encodes the output with `encode`. The input and output buffers go back to the
+/// buffer cache.
 ///
 /// # Errors
-/// 413/422 for an impossible spec or one over the limits; 503 if cancelled; `encode`'s.
+/// 503 if cancelled; `encode`'s.
 pub fn compute(
     input: Array4<f32>,
-    stack: StackSpec,
-    limits: &Limits,
+    plan: Plan,
     cancel: &CancelToken,
     mut timings: Timings,
     encode: impl FnOnce(&Array4<f32>, &ShapeReport, Timings) -> Result<Reply, ApiError>,
 ) -> Result<Reply, ApiError> {
-    let (n, c, h, w) = input.dim();
-    let plan = crate::spec::plan([n, c, h, w], stack, limits)?;
     let mut report = plan.report();
     let t = Instant::now();
     let out = run_stack(input.view(), &plan.layers, &plan.geoms, cancel);

@@ -68,14 +68,11 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
             let t = Instant::now();
             let (input, stack) = body.parse(&limits)?;
             timings.record("parse", t);
-            compute(
-                input,
-                stack,
-                &limits,
-                cancel,
-                timings,
-                |out, report, timings| tensor_reply(out, report, format, timings),
-            )
+            let (n, c, h, w) = input.dim();
+            let plan = crate::spec::plan([n, c, h, w], stack, &limits)?;
+            compute(input, plan, cancel, timings, |out, report, timings| {
+                tensor_reply(out, report, format, timings)
+            })
         })
         .await
 }

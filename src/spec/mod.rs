@@ -33,7 +33,7 @@ pub use layer::{
     one_or_layers, Bias, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec, Weights,
 };
 pub use params::{Ints, PaddingJson, ParamsJson, PARAM_NAMES};
-pub use plan::{input_array, plan, plan_shapes, Plan};
+pub use plan::{input_array, plan, plan_picture, plan_shapes, Plan};
 pub use report::{LayerSummary, ShapeReport};
 
 /// A refused spec: what is wrong and the JSON Pointer of the member at fault, down to the

@@ -36,8 +36,32 @@ impl Plan {
 /// [`plan_shapes`]'s errors, then [`SpecError::OverLimit`] (422) for the first budget the
 /// stack exceeds; [`SpecError::Internal`] for a stack given by shapes.
 pub fn plan(input: [usize; 4], stack: StackSpec, limits: &Limits) -> Result<Plan, SpecError> {
+    plan_bounded(input, stack, limits, true)
+}
+
+/// [`plan`] for a job whose output is a picture: the element limits, meant for tensors,
+/// do not apply (the job is bounded by its pixels and its memory estimate instead,
+/// [`crate::pipeline::estimate`]); layers, kernel sides, channels and the compute budget
+/// do.
+///
+/// # Errors
+/// As [`plan`].
+pub fn plan_picture(
+    input: [usize; 4],
+    stack: StackSpec,
+    limits: &Limits,
+) -> Result<Plan, SpecError> {
+    plan_bounded(input, stack, limits, false)
+}
+
+fn plan_bounded(
+    input: [usize; 4],
+    stack: StackSpec,
+    limits: &Limits,
+    elements: bool,
+) -> Result<Plan, SpecError> {
     let mut plan = plan_shapes(input, &stack)?;
-    check_limits(limits, &plan.geoms, &stack)?;
+    check_limits(limits, &plan.geoms, &stack, elements)?;
     for layer in stack.layers {
         let Weights::Array(weight) = layer.weights else {
             return Err(SpecError::Internal("a layer to run has no weights".into()));
@@ -101,6 +125,7 @@ fn check_limits(
     limits: &Limits,
     geoms: &[Conv2dGeometry],
     stack: &StackSpec,
+    elements: bool,
 ) -> Result<(), SpecError> {
     let over = |what: &str, limit: u64, actual: u64, at: String| {
         SpecError::over_limit(what, limit, actual, at, false)
@@ -141,7 +166,7 @@ fn check_limits(
             .saturating_mul(g.c_in as u64)
             .saturating_mul((g.h as u64).saturating_add(top).saturating_add(bottom))
             .saturating_mul((g.w as u64).saturating_add(left).saturating_add(right));
-        if padded > limits.max_output_elements {
+        if elements && padded > limits.max_output_elements {
             return Err(over(
                 "padded input elements",
                 limits.max_output_elements,
@@ -158,7 +183,7 @@ fn check_limits(
                 format!("{base}/{weight}"),
             ));
         }
-        if g.output_len() > limits.max_output_elements {
+        if elements && g.output_len() > limits.max_output_elements {
             return Err(over(
                 "output elements",
                 limits.max_output_elements,

@@ -8,7 +8,8 @@ use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
 use super::super::CodecError;
-use super::{check_grid, encode_png, BitDepth, MapRange, Normalize, PngSpeed};
+use super::render::{render, Rendered, Target, WholeMaps};
+use super::{check_grid, BitDepth, Grid, MapRange, Normalize, PngSpeed};
 
 /// Encodes an `n`×`c` grid of maps as a ZIP archive.
 ///
@@ -38,6 +39,23 @@ pub fn encode_zip(
     manifest: serde_json::Value,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
     check_grid(maps, n, c, h, w)?;
+    let grid = Grid { n, c, h, w, k: 1 };
+    let rendered = render(&WholeMaps { maps, c, w }, grid, true, mode, depth, h)?;
+    zip_rendered(rendered, c, mode, speed, manifest)
+}
+
+/// Packs rendered per-map pictures (a [`render`] with `per_map`) as the ZIP archive of
+/// [`encode_zip`], the PNGs encoded in parallel on the current rayon pool.
+///
+/// # Errors
+/// As [`encode_zip`].
+pub fn zip_rendered(
+    rendered: Rendered,
+    c: usize,
+    mode: Normalize,
+    speed: PngSpeed,
+    manifest: serde_json::Value,
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
     let mut manifest = match manifest {
         serde_json::Value::Null => serde_json::Map::new(),
         serde_json::Value::Object(m) => m,
@@ -47,17 +65,23 @@ pub fn encode_zip(
             )))
         }
     };
-    let pngs = maps
+    let Target::PerMap(canvases) = rendered.target else {
+        return Err(CodecError::Encode("a ZIP needs one picture per map".into()));
+    };
+    let pngs = canvases
         .par_iter()
-        .map(|m| encode_png(&[m], h, w, mode, depth, speed))
+        .map(|cv| cv.png(speed))
         .collect::<Result<Vec<_>, _>>()?;
 
     let zip_err = |e: zip::result::ZipError| CodecError::Encode(format!("zip: {e}"));
     let io_err = |e: std::io::Error| CodecError::Encode(format!("zip: {e}"));
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    let mut entries = Vec::with_capacity(maps.len());
-    let mut map_ranges = Vec::with_capacity(maps.len());
-    for (k, (map, (png, ranges))) in maps.iter().zip(&pngs).enumerate() {
+    let mut entries = Vec::with_capacity(pngs.len());
+    for (k, (png, (range, stats))) in pngs
+        .iter()
+        .zip(rendered.ranges.iter().zip(&rendered.stats))
+        .enumerate()
+    {
         let (i, j) = (k / c, k % c);
         let name = format!("n{i}_c{j}.png");
         let opts = SimpleFileOptions::default()
@@ -65,17 +89,16 @@ pub fn encode_zip(
             .large_file(png.len() as u64 >= u64::from(u32::MAX));
         zip.start_file(name.as_str(), opts).map_err(zip_err)?;
         zip.write_all(png).map_err(io_err)?;
-        let (min, max) = non_nan_min_max(map);
+        let (min, max) = stats.min_max();
         entries.push(serde_json::json!({
             "name": name,
             "n": i,
             "c": j,
             "min": f32_json(min),
             "max": f32_json(max),
-            "range": { "lo": f32_json(ranges[0].lo), "hi": f32_json(ranges[0].hi) },
+            "range": { "lo": f32_json(range.lo), "hi": f32_json(range.hi) },
             "normalize": mode,
         }));
-        map_ranges.push(ranges[0]);
     }
     manifest.insert("maps".into(), serde_json::Value::Array(entries));
     let json = serde_json::to_vec_pretty(&manifest)
@@ -83,10 +106,12 @@ pub fn encode_zip(
     let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     zip.start_file("manifest.json", opts).map_err(zip_err)?;
     zip.write_all(&json).map_err(io_err)?;
-    Ok((zip.finish().map_err(zip_err)?.into_inner(), map_ranges))
+    Ok((zip.finish().map_err(zip_err)?.into_inner(), rendered.ranges))
 }
 
-/// Minimum and maximum ignoring NaN (infinities included); NaN if none.
+/// Minimum and maximum ignoring NaN (infinities included); NaN if none: the oracle of
+/// [`super::MapStats::min_max`].
+#[cfg(test)]
 fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
     // f32::min/max return the non-NaN operand, so NaN only survives if every
     // value is NaN.
@@ -110,6 +135,39 @@ fn f32_json(x: f32) -> serde_json::Value {
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn map_stats_give_the_extremes_ignoring_nan_in_any_strips() {
+        let (inf, nan) = (f32::INFINITY, f32::NAN);
+        let maps: [&[f32]; 8] = [
+            &[1.0, -2.0, 3.5],
+            &[nan, nan],
+            &[nan, inf],
+            &[-inf, nan, 4.0],
+            &[inf, -inf],
+            &[-inf],
+            &[0.25, nan, -7.0, inf],
+            &[-0.0, 0.0],
+        ];
+        for m in maps {
+            for cut in 0..=m.len() {
+                let mut a = crate::codec::MapStats::default();
+                a.add(&m[..cut]);
+                let mut b = crate::codec::MapStats::default();
+                b.add(&m[cut..]);
+                let (lo, hi) = a.merge(b).min_max();
+                let (want_lo, want_hi) = non_nan_min_max(m);
+                assert!(
+                    lo == want_lo || (lo.is_nan() && want_lo.is_nan()),
+                    "{m:?}: {lo}"
+                );
+                assert!(
+                    hi == want_hi || (hi.is_nan() && want_hi.is_nan()),
+                    "{m:?}: {hi}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn zip_holds_one_png_per_map_and_a_manifest() {

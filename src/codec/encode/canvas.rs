@@ -1,0 +1,209 @@
+//! The picture a response carries, as quantised samples: maps placed in a grid of tiles,
+//! written band by band as strips of maps are quantised, then encoded once.
+//!
+//! A [`Grid`] of `n` rows of tiles (one per image) by `c / k` columns, each tile `h × w`
+//! pixels of `k` channels (1 = gray, 3 = RGB) taken from `k` consecutive maps, tiles
+//! [`MONTAGE_GAP`](super::MONTAGE_GAP) pixels apart on a mid-grey background when there
+//! are several. The samples are interleaved per pixel, `u8` at 8 bits and native-endian
+//! `u16` at 16 bits, as `ImageEncoder::write_image` takes them.
+
+use std::ops::Range;
+
+use super::super::CodecError;
+use super::{png_dims, write_png, BitDepth, PngSpeed, MONTAGE_GAP};
+
+/// Where each map goes in a picture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grid {
+    /// Images (rows of tiles).
+    pub n: usize,
+    /// Maps per image.
+    pub c: usize,
+    /// Map height and width.
+    pub h: usize,
+    /// Map width.
+    pub w: usize,
+    /// Channels per tile (1 or 3); `c` is a multiple of it.
+    pub k: usize,
+}
+
+impl Grid {
+    /// Pixels between tiles: none for a single tile.
+    fn gap(&self) -> usize {
+        if self.n == 1 && self.c == self.k {
+            0
+        } else {
+            MONTAGE_GAP
+        }
+    }
+
+    /// `(width, height)` of the picture in pixels.
+    pub fn size(&self) -> (usize, usize) {
+        let side = |count: usize, len: usize| {
+            count
+                .checked_mul(len + self.gap())
+                .map_or(usize::MAX, |t| t - self.gap())
+        };
+        (side(self.c / self.k, self.w), side(self.n, self.h))
+    }
+}
+
+/// A picture being filled: [`Canvas::bands`] hands out disjoint rows to write.
+#[derive(Debug)]
+pub struct Canvas {
+    grid: Grid,
+    depth: BitDepth,
+    width: usize,
+    height: usize,
+    data: Vec<u8>,
+}
+
+/// Rows `rows` of image `image`'s tiles, to write with [`Band::put`].
+#[derive(Debug)]
+pub struct Band<'a> {
+    grid: Grid,
+    depth: BitDepth,
+    /// Bytes per picture row.
+    stride: usize,
+    /// Image (tile row) and its map rows.
+    pub image: usize,
+    /// Map rows this band holds.
+    pub rows: Range<usize>,
+    data: &'a mut [u8],
+}
+
+impl Canvas {
+    /// A picture for `grid` at `depth`, mid-grey between tiles.
+    ///
+    /// # Errors
+    /// [`CodecError::Empty`] for an empty grid, [`CodecError::TooLarge`] beyond the PNG
+    /// size limit, [`CodecError::Encode`] for a grid whose `c` is not a multiple of `k`.
+    pub fn new(grid: Grid, depth: BitDepth) -> Result<Self, CodecError> {
+        let Grid { n, c, h, w, k } = grid;
+        if n == 0 || c == 0 || h == 0 || w == 0 {
+            return Err(CodecError::Empty);
+        }
+        if !matches!(k, 1 | 3) || c % k != 0 {
+            return Err(CodecError::Encode(format!(
+                "{c} maps do not make tiles of {k} channel(s)"
+            )));
+        }
+        let (width, height) = grid.size();
+        png_dims(width, height)?;
+        let bytes = width
+            .checked_mul(height)
+            .and_then(|p| p.checked_mul(k * sample_bytes(depth)))
+            .ok_or_else(|| CodecError::Encode(format!("picture {width}x{height} overflows")))?;
+        let data = if grid.gap() == 0 {
+            vec![0u8; bytes]
+        } else {
+            let grey = depth.max_value() / 2 + 1;
+            match depth {
+                BitDepth::Eight => vec![grey as u8; bytes],
+                BitDepth::Sixteen => grey.to_ne_bytes().repeat(bytes / 2),
+            }
+        };
+        Ok(Self {
+            grid,
+            depth,
+            width,
+            height,
+            data,
+        })
+    }
+
+    /// Bytes of the samples.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The picture's rows cut into bands of at most `rows` map rows per image, in order.
+    pub fn bands(&mut self, rows: usize) -> Vec<Band<'_>> {
+        let Grid { h, k, .. } = self.grid;
+        let rows = rows.max(1);
+        let stride = self.width * k * sample_bytes(self.depth);
+        let per_image = (h + self.grid.gap()) * stride;
+        let mut out = Vec::new();
+        for (image, mut rest) in self.data.chunks_mut(per_image).enumerate() {
+            let mut y = 0;
+            while y < h {
+                let take = rows.min(h - y);
+                let (band, tail) = rest.split_at_mut(take * stride);
+                out.push(Band {
+                    grid: self.grid,
+                    depth: self.depth,
+                    stride,
+                    image,
+                    rows: y..y + take,
+                    data: band,
+                });
+                rest = tail;
+                y += take;
+            }
+        }
+        out
+    }
+
+    /// Encodes the picture as a PNG (gray or RGB, 8 or 16 bits).
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if the PNG encoder fails.
+    pub fn png(&self, speed: PngSpeed) -> Result<Vec<u8>, CodecError> {
+        use image::ExtendedColorType as E;
+        let color = match (self.grid.k, self.depth) {
+            (1, BitDepth::Eight) => E::L8,
+            (1, BitDepth::Sixteen) => E::L16,
+            (_, BitDepth::Eight) => E::Rgb8,
+            (_, BitDepth::Sixteen) => E::Rgb16,
+        };
+        let (w, h) = png_dims(self.width, self.height)?;
+        write_png(&self.data, w, h, color, speed)
+    }
+}
+
+impl Band<'_> {
+    /// Writes the quantised values of map `j` for this band's rows (`pixels` is
+    /// `rows.len() × w`, each value ≤ the depth's maximum).
+    ///
+    /// # Panics
+    /// If `j` is not a map of the grid or `pixels` has the wrong length.
+    pub fn put(&mut self, j: usize, pixels: &[u16]) {
+        let Grid { c, w, k, .. } = self.grid;
+        assert!(j < c, "map {j} of {c}");
+        assert_eq!(pixels.len(), self.rows.len() * w, "band of map {j}");
+        let gap = self.grid.gap();
+        let (tile, channel) = (j / k, j % k);
+        let sb = sample_bytes(self.depth);
+        let x0 = tile * (w + gap);
+        for (y, src) in pixels.chunks_exact(w).enumerate() {
+            let row = &mut self.data[y * self.stride..][..self.stride];
+            let row = &mut row[x0 * k * sb..(x0 + w) * k * sb];
+            match (self.depth, k) {
+                // Values are ≤ 255 at 8 bits, so the narrowing is lossless.
+                (BitDepth::Eight, 1) => {
+                    for (o, &v) in row.iter_mut().zip(src) {
+                        *o = v as u8;
+                    }
+                }
+                (BitDepth::Eight, _) => {
+                    for (px, &v) in row.chunks_exact_mut(k).zip(src) {
+                        px[channel] = v as u8;
+                    }
+                }
+                (BitDepth::Sixteen, _) => {
+                    for (px, &v) in row.chunks_exact_mut(2 * k).zip(src) {
+                        px[2 * channel..2 * channel + 2].copy_from_slice(&v.to_ne_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Bytes per sample.
+fn sample_bytes(depth: BitDepth) -> usize {
+    match depth {
+        BitDepth::Eight => 1,
+        BitDepth::Sixteen => 2,
+    }
+}

@@ -1,0 +1,189 @@
+//! Maps → quantised pictures, strip by strip: the one path by which every picture output
+//! (PNG of one map, RGB, montage, ZIP of PNGs) is made, from whole maps or from a stack
+//! computed a strip at a time.
+//!
+//! Min-max and `abs` normalisation need each map's range before any pixel is quantised,
+//! so those run two passes over the strips: the first gathers each map's [`MapStats`],
+//! the second quantises with them. `clamp` needs one pass (two for a ZIP, whose manifest
+//! gives each map's extremes). A strip's values are the same in both passes, so the
+//! pictures are exactly those of whole maps normalised at once.
+
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::super::CodecError;
+use super::canvas::{Band, Canvas, Grid};
+use super::{BitDepth, MapRange, MapStats, Normalize, Quantizer};
+
+/// The maps of a picture, a strip at a time.
+pub trait Strips: Sync {
+    /// What can stop a strip (a cancelled computation).
+    type Error: Send + From<CodecError>;
+
+    /// Rows `rows` of every map of image `image`: `[c, rows.len(), w]`, row-major.
+    ///
+    /// # Errors
+    /// The source's.
+    fn strip(&self, image: usize, rows: Range<usize>) -> Result<Vec<f32>, Self::Error>;
+
+    /// Hands a strip back when it has been used (to a buffer cache, say).
+    fn done(&self, _strip: Vec<f32>) {}
+}
+
+/// Where the maps go.
+#[derive(Debug)]
+pub enum Target {
+    /// One picture (one map, RGB, or a montage of every map).
+    One(Canvas),
+    /// One gray picture per map, in map order (a ZIP).
+    PerMap(Vec<Canvas>),
+}
+
+/// What [`render`] made.
+#[derive(Debug)]
+pub struct Rendered {
+    /// The pictures, filled.
+    pub target: Target,
+    /// Each map's range, in map order.
+    pub ranges: Vec<MapRange>,
+    /// Each map's statistics, in map order (default values where none were gathered:
+    /// `clamp` into one picture).
+    pub stats: Vec<MapStats>,
+}
+
+/// Normalises the `grid.n × grid.c` maps of `strips` into pictures, strips of `rows` map
+/// rows at a time, in parallel on the current rayon pool: into one picture for `grid`,
+/// or with `per_map` one gray picture per map.
+///
+/// # Errors
+/// The pictures' (too large for PNG) as `S::Error`, or the first strip's error.
+pub fn render<S: Strips>(
+    strips: &S,
+    grid: Grid,
+    per_map: bool,
+    mode: Normalize,
+    depth: BitDepth,
+    rows: usize,
+) -> Result<Rendered, S::Error> {
+    let Grid { n, c, h, w, .. } = grid;
+    let rows = rows.clamp(1, h);
+    let cuts: Vec<(usize, Range<usize>)> = (0..n)
+        .flat_map(|i| (0..h.div_ceil(rows)).map(move |b| (i, b * rows..((b + 1) * rows).min(h))))
+        .collect();
+    let stats = if mode != Normalize::Clamp || per_map {
+        let parts = cuts
+            .par_iter()
+            .map(|(i, r)| {
+                let strip = strips.strip(*i, r.clone())?;
+                let s = strip
+                    .chunks_exact(r.len() * w)
+                    .map(|m| {
+                        let mut s = MapStats::default();
+                        s.add(m);
+                        s
+                    })
+                    .collect::<Vec<_>>();
+                strips.done(strip);
+                Ok((*i, s))
+            })
+            .collect::<Result<Vec<_>, S::Error>>()?;
+        let mut stats = vec![MapStats::default(); n * c];
+        for (i, s) in parts {
+            for (j, s) in s.into_iter().enumerate() {
+                stats[i * c + j] = stats[i * c + j].merge(s);
+            }
+        }
+        stats
+    } else {
+        vec![MapStats::default(); n * c]
+    };
+    let quantizers: Vec<Quantizer> = stats
+        .iter()
+        .map(|s| Quantizer::new(mode, depth, s))
+        .collect();
+    let mut target = if per_map {
+        let one = Grid {
+            n: 1,
+            c: 1,
+            h,
+            w,
+            k: 1,
+        };
+        Target::PerMap(
+            (0..n * c)
+                .map(|_| Canvas::new(one, depth))
+                .collect::<Result<_, _>>()?,
+        )
+    } else {
+        Target::One(Canvas::new(grid, depth)?)
+    };
+    // Each task: an image's rows, and the bands its maps go to with, per map, the band
+    // and the map's index within that band's grid.
+    let tasks: Vec<(usize, Range<usize>, Vec<Band<'_>>)> = match &mut target {
+        Target::One(canvas) => canvas
+            .bands(rows)
+            .into_iter()
+            .map(|b| (b.image, b.rows.clone(), vec![b]))
+            .collect(),
+        Target::PerMap(canvases) => {
+            let mut per: Vec<std::vec::IntoIter<Band<'_>>> = canvases
+                .iter_mut()
+                .map(|cv| cv.bands(rows).into_iter())
+                .collect();
+            cuts.iter()
+                .map(|(i, r)| {
+                    let bands = per[i * c..(i + 1) * c]
+                        .iter_mut()
+                        .map(|it| it.next().expect("a band per cut"))
+                        .collect();
+                    (*i, r.clone(), bands)
+                })
+                .collect()
+        }
+    };
+    tasks
+        .into_par_iter()
+        .map(|(i, r, mut bands)| {
+            let strip = strips.strip(i, r.clone())?;
+            let mut pixels = vec![0u16; r.len() * w];
+            for (j, map) in strip.chunks_exact(r.len() * w).enumerate() {
+                quantizers[i * c + j].fill(map, &mut pixels);
+                if bands.len() == 1 {
+                    bands[0].put(j, &pixels);
+                } else {
+                    bands[j].put(0, &pixels);
+                }
+            }
+            strips.done(strip);
+            Ok(())
+        })
+        .collect::<Result<(), S::Error>>()?;
+    Ok(Rendered {
+        target,
+        ranges: quantizers.iter().map(Quantizer::range).collect(),
+        stats,
+    })
+}
+
+/// Whole maps `[n·c][h·w]` as strips.
+pub struct WholeMaps<'a> {
+    /// The maps, `maps[i·c + j]`.
+    pub maps: &'a [&'a [f32]],
+    /// Maps per image.
+    pub c: usize,
+    /// Map width.
+    pub w: usize,
+}
+
+impl Strips for WholeMaps<'_> {
+    type Error = CodecError;
+
+    fn strip(&self, image: usize, rows: Range<usize>) -> Result<Vec<f32>, CodecError> {
+        let mut out = Vec::with_capacity(self.c * rows.len() * self.w);
+        for m in &self.maps[image * self.c..(image + 1) * self.c] {
+            out.extend_from_slice(&m[rows.start * self.w..rows.end * self.w]);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,450 @@
+//! Image jobs whose output is a picture (PNG of one map, RGB, a montage, or a ZIP of PNGs),
+//! at a memory that does not grow with float planes: each photo stays as the 8-bit samples
+//! its decoder gave, the stack runs a strip of output rows at a time
+//! ([`crate::conv::strip`]), and each strip is normalised and quantised straight into the
+//! picture ([`crate::codec::render`]), which is encoded once. Knows nothing of HTTP.
+//!
+//! Working memory of a job ([`Estimate`]): the decoded samples of its images, the
+//! quantised picture, a strip's float buffers per compute thread, and then the encoded
+//! bytes (the samples are dropped before encoding). A stack that cannot run in strips
+//! ([`crate::conv::strip::NotStreamable`]) runs whole: its float input and the largest
+//! layer's input and output are counted instead of the strips.
+
+use std::ops::Range;
+
+use crate::codec::{render, BitDepth, CodecError, Grid, Normalize, Pixels, Rendered, Strips};
+use crate::conv::strip::{RowSource, StripStack};
+use crate::conv::{
+    buffers, run_stack, CancelToken, Cancelled, Conv2dGeometry, Conv2dLayer, Conv2dPlan,
+};
+
+/// Floats a strip should hold at most (its layers' input and output strips together):
+/// 8 MiB, so that a 50 MP colour photo fits the default job budget, while the halo each
+/// strip recomputes stays under a tenth (40 rows of 8,660 RGB pixels for a 5×5 blur).
+const STRIP_FLOATS: u64 = 2 << 20;
+
+/// A picture job's memory, in bytes, as the plan sees it before anything is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Estimate {
+    /// The images' decoded samples.
+    pub decoded_bytes: u64,
+    /// Float buffers: the strips in flight (one per compute thread), or for a stack run
+    /// whole its input and largest layer.
+    pub working_bytes: u64,
+    /// The quantised picture(s).
+    pub picture_bytes: u64,
+    /// The encoded output (bounded by the picture's size: PNG's filters and deflate do
+    /// not grow photos' samples).
+    pub encoded_bytes: u64,
+    /// The peak: `max(decoded + working + picture, picture + encoded)`, plus the weights.
+    pub total_bytes: u64,
+    /// Whether the stack runs in strips.
+    pub streamed: bool,
+    /// Output rows per strip (the whole map when not streamed).
+    pub strip_rows: usize,
+}
+
+/// Plans the picture job of `layers` over images of `decoded` bytes each: whether it runs
+/// in strips, the strip height, its memory estimate and the plan of each layer. `grid` is
+/// the picture (`per_map`: one per map, a ZIP); `threads` the compute threads.
+pub fn estimate<'a>(
+    layers: &'a [Conv2dLayer],
+    geoms: &[Conv2dGeometry],
+    decoded: &[u64],
+    grid: Grid,
+    per_map: bool,
+    depth: BitDepth,
+    threads: usize,
+) -> (Estimate, Option<StripStack<'a>>, Vec<Conv2dPlan>) {
+    let decoded_bytes: u64 = decoded.iter().sum();
+    let sample = match depth {
+        BitDepth::Eight => 1,
+        BitDepth::Sixteen => 2,
+    };
+    let (width, height) = grid.size();
+    let samples = if per_map {
+        [grid.n, grid.c, grid.h, grid.w]
+            .iter()
+            .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+    } else {
+        (width as u64)
+            .saturating_mul(height as u64)
+            .saturating_mul(grid.k as u64)
+    };
+    let picture_bytes = samples.saturating_mul(sample);
+    let weights: u64 = layers
+        .iter()
+        .map(|l| 4 * (l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len())) as u64)
+        .sum();
+    let (working_bytes, stack, plans, strip_rows) = match StripStack::new(layers, geoms) {
+        Ok((stack, plans)) => {
+            let one = stack.working_floats(1);
+            let per_row = stack.working_floats(2).saturating_sub(one).max(1);
+            let rows = (STRIP_FLOATS.saturating_sub(one) / per_row).max(1) as usize;
+            let rows = rows.min(grid.h);
+            let floats = stack.working_floats(rows);
+            (4 * floats * threads as u64, Some(stack), plans, rows)
+        }
+        Err(_) => {
+            let plans = geoms
+                .iter()
+                .zip(layers)
+                .map(|(g, l)| crate::conv::plan_with_weights(g, l.weight.view()).0)
+                .collect();
+            let input = geoms[0].input_shape().iter().product::<usize>() as u64;
+            let layer = geoms
+                .iter()
+                .map(|g| {
+                    let [t, b, l, r] = g.padding;
+                    let padded = (g.n * g.c_in * (g.h + t + b) * (g.w + l + r)) as u64;
+                    g.output_len() + padded
+                })
+                .max()
+                .unwrap_or(0);
+            (4 * (input + layer), None, plans, grid.h)
+        }
+    };
+    let total_bytes = (decoded_bytes + working_bytes + picture_bytes)
+        .max(2 * picture_bytes)
+        .saturating_add(weights);
+    (
+        Estimate {
+            decoded_bytes,
+            working_bytes,
+            picture_bytes,
+            encoded_bytes: picture_bytes,
+            total_bytes,
+            streamed: stack.is_some(),
+            strip_rows,
+        },
+        stack,
+        plans,
+    )
+}
+
+/// The pictures of a job: its maps computed (in strips or whole) and rendered.
+///
+/// `images` are the decoded inputs (one image per batch item), `stack` the strips from
+/// [`estimate`] (`None`: run whole), `grid` the picture (`per_map` for one per map).
+///
+/// # Errors
+/// [`JobError::Cancelled`] if `cancel` fires; [`JobError::Codec`] for a picture too large
+/// for PNG.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    images: &[Pixels],
+    stack: Option<&StripStack<'_>>,
+    layers: &[Conv2dLayer],
+    geoms: &[Conv2dGeometry],
+    grid: Grid,
+    per_map: bool,
+    mode: Normalize,
+    depth: BitDepth,
+    strip_rows: usize,
+    cancel: &CancelToken,
+) -> Result<Rendered, JobError> {
+    match stack {
+        Some(stack) => {
+            let strips = Streamed {
+                stack,
+                images,
+                cancel,
+            };
+            render(&strips, grid, per_map, mode, depth, strip_rows)
+        }
+        None => {
+            let planes: Vec<f32> = images.iter().flat_map(|p| p.planes()).collect();
+            let [n, c, h, w] = geoms[0].input_shape();
+            let input = ndarray::Array4::from_shape_vec((n, c, h, w), planes)
+                .map_err(|e| JobError::Codec(CodecError::Encode(e.to_string())))?;
+            let (out, _) = run_stack(input.view(), layers, geoms, cancel)?;
+            buffers::recycle(input);
+            let data = out.as_slice().expect("contiguous");
+            let maps: Vec<&[f32]> = data.chunks_exact(grid.h * grid.w).collect();
+            let strips = crate::codec::WholeMaps {
+                maps: &maps,
+                c: grid.c,
+                w: grid.w,
+            };
+            let r = render(&strips, grid, per_map, mode, depth, strip_rows)?;
+            buffers::recycle(out);
+            Ok(r)
+        }
+    }
+}
+
+/// Why a job stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The computation was cancelled (deadline, client gone).
+    #[error("cancelled")]
+    Cancelled,
+    /// The picture could not be made.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl From<Cancelled> for JobError {
+    fn from(_: Cancelled) -> Self {
+        Self::Cancelled
+    }
+}
+
+/// The strips of a streamed job.
+struct Streamed<'a, 'b> {
+    stack: &'a StripStack<'b>,
+    images: &'a [Pixels],
+    cancel: &'a CancelToken,
+}
+
+/// One decoded image as the stack's row source.
+struct ImageRows<'a>(&'a Pixels);
+
+impl RowSource for ImageRows<'_> {
+    fn rows(&self, rows: Range<usize>, out: &mut [f32]) {
+        self.0.rows(rows, out);
+    }
+}
+
+impl Strips for Streamed<'_, '_> {
+    type Error = JobError;
+
+    fn strip(&self, image: usize, rows: Range<usize>) -> Result<Vec<f32>, JobError> {
+        let out = self
+            .stack
+            .run(&ImageRows(&self.images[image]), rows, self.cancel)?;
+        Ok(out.into_raw_vec_and_offset().0)
+    }
+
+    fn done(&self, strip: Vec<f32>) {
+        buffers::give(strip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{ColorMode, DecodeLimits, Target};
+    use crate::conv::{Activation, Conv2dParams, Padding, PaddingMode};
+    use ndarray::{Array1, Array4};
+
+    fn photo(w: u32, h: u32) -> Pixels {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x * 37 + y * 11) as u8, (x * y) as u8, (x ^ y) as u8 * 3])
+        });
+        let mut png = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut png, image::ImageFormat::Png).unwrap();
+        let limits = DecodeLimits {
+            max_width: 1 << 14,
+            max_height: 1 << 14,
+            max_pixels: 1 << 28,
+            max_alloc_bytes: 1 << 30,
+        };
+        crate::codec::decode_pixels(png.get_ref(), ColorMode::Rgb, 1.0 / 3.0, &limits).unwrap()
+    }
+
+    fn layer(
+        c_in: usize,
+        c_out: usize,
+        groups: usize,
+        k: [usize; 2],
+        p: Conv2dParams,
+        seed: u32,
+    ) -> Conv2dLayer {
+        let mut s = seed | 1;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            (s % 2000) as f32 / 997.0 - 1.0
+        };
+        Conv2dLayer {
+            weight: Array4::from_shape_simple_fn([c_out, c_in / groups, k[0], k[1]], &mut next),
+            bias: Some(Array1::from_shape_simple_fn(c_out, &mut next)),
+            params: p,
+            activation: Activation::Relu,
+        }
+    }
+
+    fn pictures(r: Rendered) -> (Vec<u8>, Vec<String>) {
+        let ranges = r
+            .ranges
+            .iter()
+            .map(|r| format!("{}:{}", r.lo, r.hi))
+            .collect();
+        let bytes = match r.target {
+            Target::One(c) => c.png(crate::codec::PngSpeed::Fast).unwrap(),
+            Target::PerMap(cs) => cs
+                .iter()
+                .flat_map(|c| c.png(crate::codec::PngSpeed::Fast).unwrap())
+                .collect(),
+        };
+        (bytes, ranges)
+    }
+
+    /// Strips of 1, 2, 3 and 7 rows, and the whole run, give the same pictures, for
+    /// stacks whose kernels are taller than a strip, at stride 2, dilated, reflect- and
+    /// circular-padded, one-row images, every normalisation, both depths, ZIP and batch.
+    #[test]
+    fn strips_of_any_height_give_the_whole_runs_pictures() {
+        let same = |mode: PaddingMode, stride: usize, dil: usize| Conv2dParams {
+            stride: [stride; 2],
+            dilation: [dil; 2],
+            padding: Padding::Same,
+            groups: 3,
+            padding_mode: mode,
+        };
+        let cases: Vec<(Vec<Conv2dLayer>, u32, u32, usize)> = vec![
+            (
+                vec![layer(3, 3, 3, [7, 7], same(PaddingMode::Zeros, 1, 1), 1)],
+                23,
+                17,
+                2,
+            ),
+            (
+                vec![layer(3, 3, 3, [5, 3], same(PaddingMode::Reflect, 1, 2), 2)],
+                19,
+                21,
+                1,
+            ),
+            (
+                vec![layer(
+                    3,
+                    6,
+                    3,
+                    [3, 3],
+                    Conv2dParams {
+                        stride: [2, 2],
+                        padding: Padding::Explicit([1, 2, 0, 1]),
+                        groups: 3,
+                        ..Default::default()
+                    },
+                    3,
+                )],
+                20,
+                15,
+                1,
+            ),
+            (
+                vec![
+                    layer(3, 3, 3, [3, 3], same(PaddingMode::Circular, 1, 1), 4),
+                    layer(3, 3, 3, [5, 5], same(PaddingMode::Circular, 1, 1), 5),
+                ],
+                16,
+                12,
+                1,
+            ),
+            (
+                vec![layer(
+                    3,
+                    3,
+                    3,
+                    [1, 5],
+                    same(PaddingMode::Replicate, 1, 1),
+                    6,
+                )],
+                30,
+                1,
+                2,
+            ),
+        ];
+        for (ci, (layers, w, h, n)) in cases.iter().enumerate() {
+            let images: Vec<Pixels> = (0..*n).map(|_| photo(*w, *h)).collect();
+            let mut shape = [*n, 3, *h as usize, *w as usize];
+            let geoms: Vec<Conv2dGeometry> = layers
+                .iter()
+                .map(|l| {
+                    let g = Conv2dGeometry::new(
+                        shape,
+                        l.weight.shape().try_into().unwrap(),
+                        Some(l.weight.shape()[0]),
+                        &l.params,
+                    )
+                    .unwrap();
+                    shape = g.output_shape();
+                    g
+                })
+                .collect();
+            let [n, c, oh, ow] = shape;
+            for (mode, depth, per_map) in [
+                (Normalize::Minmax, BitDepth::Eight, false),
+                (Normalize::Abs, BitDepth::Sixteen, false),
+                (Normalize::Clamp, BitDepth::Eight, true),
+                (Normalize::Minmax, BitDepth::Sixteen, true),
+            ] {
+                let grid = Grid {
+                    n,
+                    c,
+                    h: oh,
+                    w: ow,
+                    k: 1,
+                };
+                let cancel = CancelToken::new();
+                let whole = pictures(
+                    run(
+                        &images, None, layers, &geoms, grid, per_map, mode, depth, oh, &cancel,
+                    )
+                    .unwrap(),
+                );
+                let (_, stack, _) = estimate(layers, &geoms, &[0; 2][..n], grid, per_map, depth, 2);
+                let stack = stack.expect("streams");
+                for rows in [1, 2, 3, 7] {
+                    let got = pictures(
+                        run(
+                            &images,
+                            Some(&stack),
+                            layers,
+                            &geoms,
+                            grid,
+                            per_map,
+                            mode,
+                            depth,
+                            rows,
+                            &cancel,
+                        )
+                        .unwrap(),
+                    );
+                    assert!(
+                        got == whole,
+                        "case {ci}, {mode:?} {depth:?} zip {per_map}, strips of {rows}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_estimate_counts_samples_picture_and_strips_and_refuses_nothing_itself() {
+        let l = layer(
+            3,
+            3,
+            3,
+            [5, 5],
+            Conv2dParams {
+                padding: Padding::Same,
+                groups: 3,
+                ..Default::default()
+            },
+            9,
+        );
+        let g = Conv2dGeometry::new([1, 3, 3024, 4032], [3, 1, 5, 5], Some(3), &l.params).unwrap();
+        let layers = [l];
+        let grid = Grid {
+            n: 1,
+            c: 3,
+            h: 3024,
+            w: 4032,
+            k: 3,
+        };
+        let decoded = 3024 * 4032 * 3;
+        let (e, stack, _) = estimate(&layers, &[g], &[decoded], grid, false, BitDepth::Eight, 2);
+        assert!(stack.is_some() && e.streamed);
+        assert_eq!(e.picture_bytes, decoded);
+        assert!(e.working_bytes <= 2 * 4 * STRIP_FLOATS, "{e:?}");
+        assert!(e.strip_rows >= 64, "{e:?}");
+        assert!(
+            e.total_bytes < 100 << 20,
+            "a 12 MP colour photo's job: {e:?}"
+        );
+    }
+}
