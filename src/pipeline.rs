@@ -23,6 +23,10 @@ use crate::conv::{
 /// strip recomputes stays under a tenth (40 rows of 8,660 RGB pixels for a 5×5 blur).
 const STRIP_FLOATS: u64 = 2 << 20;
 
+/// What a job holds besides its buffers: the decoder's and the encoder's own state, row
+/// and tile buffers, the job's tasks (measured: 6 MiB beyond the buffers for a 50 MP PNG).
+const FIXED_BYTES: u64 = 16 << 20;
+
 /// A picture job's memory, in bytes, as the plan sees it before anything is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Estimate {
@@ -36,7 +40,9 @@ pub struct Estimate {
     /// The encoded output (bounded by the picture's size: PNG's filters and deflate do
     /// not grow photos' samples).
     pub encoded_bytes: u64,
-    /// The peak: `max(decoded + working + picture, picture + encoded)`, plus the weights.
+    /// The peak: `max(decoded + working + picture, picture + encoded)`, plus the weights
+    /// and 16 MiB for the codecs' own state and small buffers. The request body is not
+    /// counted: `max_inflight_body_bytes` holds it, and it is freed once decoded.
     pub total_bytes: u64,
     /// Whether the stack runs in strips.
     pub streamed: bool,
@@ -106,7 +112,8 @@ pub fn estimate<'a>(
     };
     let total_bytes = (decoded_bytes + working_bytes + picture_bytes)
         .max(2 * picture_bytes)
-        .saturating_add(weights);
+        .saturating_add(weights)
+        .saturating_add(FIXED_BYTES);
     (
         Estimate {
             decoded_bytes,

@@ -361,9 +361,13 @@ pub fn normalize_map(map: &[f32], mode: Normalize, depth: BitDepth, out: &mut [u
 /// `round(clamp(v, 0, top))`, half up; NaN → 0. Branch-free, so loops over it vectorise.
 #[inline(always)]
 fn quantize32(v: f32, top: u16) -> u16 {
-    // Through i32: the value is already in 0..=65535.5, and the i32 conversion vectorises
-    // (cvttps2dq) where a saturating u16 conversion does not.
-    (v.max(0.0).min(f32::from(top)) + 0.5) as i32 as u16
+    // `max` maps NaN to 0, so `v` is finite, in 0.5..=65535.5.
+    let v = v.max(0.0).min(f32::from(top)) + 0.5;
+    // SAFETY: `v` is finite and within i32's range, so the unchecked conversion is exact
+    // truncation; it vectorises (cvttps2dq) where a saturating `as` does not.
+    #[allow(unsafe_code)]
+    let i = unsafe { v.to_int_unchecked::<i32>() };
+    i as u16
 }
 
 /// Pixels per parallel task of the per-pixel loops.

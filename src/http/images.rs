@@ -59,8 +59,11 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             let t = Instant::now();
             // The reservation is held with the image bytes, until they are decoded (see
             // http::budget).
-            let (images, spec, reservation) = image_parts(raw, &limits)?;
-            let spec = ImageSpec::from_json(&spec)?;
+            let (images, spec_bytes, reservation) = image_parts(raw, &limits)?;
+            let spec = ImageSpec::from_json(&spec_bytes)?;
+            // The spec's bytes share the body's buffer: dropped with the images, the body
+            // is freed once they are decoded.
+            drop(spec_bytes);
             let output = spec.output;
             let format = output.format.unwrap_or(match accepted {
                 Some(JSON) => Format::Json,

@@ -168,32 +168,47 @@ impl Band<'_> {
     /// # Panics
     /// If `j` is not a map of the grid or `pixels` has the wrong length.
     pub fn put(&mut self, j: usize, pixels: &[u16]) {
-        let Grid { c, w, k, .. } = self.grid;
-        assert!(j < c, "map {j} of {c}");
+        let w = self.grid.w;
         assert_eq!(pixels.len(), self.rows.len() * w, "band of map {j}");
+        for (y, src) in pixels.chunks_exact(w).enumerate() {
+            self.put_row(j, y, src);
+        }
+    }
+
+    /// Writes row `y` (of this band) of map `j`: `w` quantised values.
+    ///
+    /// # Panics
+    /// If `j` or `y` is out of the band, or `src` is not `w` long.
+    pub fn put_row(&mut self, j: usize, y: usize, src: &[u16]) {
+        let Grid { c, w, k, .. } = self.grid;
+        assert!(j < c && y < self.rows.len(), "map {j} of {c}, row {y}");
+        assert_eq!(src.len(), w, "a row of map {j}");
         let gap = self.grid.gap();
         let (tile, channel) = (j / k, j % k);
         let sb = sample_bytes(self.depth);
         let x0 = tile * (w + gap);
-        for (y, src) in pixels.chunks_exact(w).enumerate() {
-            let row = &mut self.data[y * self.stride..][..self.stride];
-            let row = &mut row[x0 * k * sb..(x0 + w) * k * sb];
-            match (self.depth, k) {
-                // Values are ≤ 255 at 8 bits, so the narrowing is lossless.
-                (BitDepth::Eight, 1) => {
-                    for (o, &v) in row.iter_mut().zip(src) {
-                        *o = v as u8;
-                    }
+        let row = &mut self.data[y * self.stride..][..self.stride];
+        let row = &mut row[x0 * k * sb..(x0 + w) * k * sb];
+        match (self.depth, k) {
+            // Values are ≤ 255 at 8 bits, so the narrowing is lossless.
+            (BitDepth::Eight, 1) => {
+                for (o, &v) in row.iter_mut().zip(src) {
+                    *o = v as u8;
                 }
-                (BitDepth::Eight, _) => {
-                    for (px, &v) in row.chunks_exact_mut(k).zip(src) {
-                        px[channel] = v as u8;
-                    }
+            }
+            (BitDepth::Eight, 3) => {
+                for (px, &v) in row.chunks_exact_mut(3).zip(src) {
+                    px[channel] = v as u8;
                 }
-                (BitDepth::Sixteen, _) => {
-                    for (px, &v) in row.chunks_exact_mut(2 * k).zip(src) {
-                        px[2 * channel..2 * channel + 2].copy_from_slice(&v.to_ne_bytes());
-                    }
+            }
+            (BitDepth::Eight, _) => {
+                for (px, &v) in row.chunks_exact_mut(k).zip(src) {
+                    px[channel] = v as u8;
+                }
+            }
+            (BitDepth::Sixteen, _) => {
+                for (px, &v) in row.chunks_exact_mut(2 * k).zip(src) {
+                    px[2 * channel..2 * channel + 2].copy_from_slice(&v.to_ne_bytes());
                 }
             }
         }

@@ -146,13 +146,14 @@ pub fn render<S: Strips>(
         .into_par_iter()
         .map(|(i, r, mut bands)| {
             let strip = strips.strip(i, r.clone())?;
-            let mut pixels = vec![0u16; r.len() * w];
+            // Row by row through a row of pixels that stays in L1.
+            let mut pixels = vec![0u16; w];
             for (j, map) in strip.chunks_exact(r.len() * w).enumerate() {
-                quantizers[i * c + j].fill(map, &mut pixels);
-                if bands.len() == 1 {
-                    bands[0].put(j, &pixels);
-                } else {
-                    bands[j].put(0, &pixels);
+                let q = &quantizers[i * c + j];
+                let (band, at) = if bands.len() == 1 { (0, j) } else { (j, 0) };
+                for (y, row) in map.chunks_exact(w).enumerate() {
+                    q.fill(row, &mut pixels);
+                    bands[band].put_row(at, y, &pixels);
                 }
             }
             strips.done(strip);
