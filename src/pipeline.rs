@@ -13,9 +13,9 @@
 use std::ops::Range;
 
 use crate::codec::{render, BitDepth, CodecError, Grid, Normalize, Pixels, Rendered, Strips};
-use crate::conv::strip::{RowSource, StripStack};
+use crate::conv::strip::{check_layer, working_floats, RowSource, StripStack};
 use crate::conv::{
-    buffers, run_stack, CancelToken, Cancelled, Conv2dGeometry, Conv2dLayer, Conv2dPlan,
+    buffers, run_stack, CancelToken, Cancelled, Conv2dAlgo, Conv2dGeometry, Conv2dLayer, Conv2dPlan,
 };
 
 /// Floats a strip should hold at most (its layers' input and output strips together):
@@ -51,8 +51,9 @@ pub struct Estimate {
 }
 
 /// Plans the picture job of `layers` over images of `decoded` bytes each: whether it runs
-/// in strips, the strip height, its memory estimate and the plan of each layer. `grid` is
-/// the picture (`per_map`: one per map, a ZIP); `threads` the compute threads.
+/// in strips (the stack to run them with), its memory estimate ([`estimate_of`]) and the
+/// plan of each layer. `grid` is the picture (`per_map`: one per map, a ZIP); `threads`
+/// the compute threads.
 pub fn estimate<'a>(
     layers: &'a [Conv2dLayer],
     geoms: &[Conv2dGeometry],
@@ -62,7 +63,59 @@ pub fn estimate<'a>(
     depth: BitDepth,
     threads: usize,
 ) -> (Estimate, Option<StripStack<'a>>, Vec<Conv2dPlan>) {
-    let decoded_bytes: u64 = decoded.iter().sum();
+    let (stack, plans) = match StripStack::new(layers, geoms) {
+        Ok((stack, plans)) => (Some(stack), plans),
+        Err(_) => {
+            let plans = geoms
+                .iter()
+                .zip(layers)
+                .map(|(g, l)| crate::conv::plan_with_weights(g, l.weight.view()).0)
+                .collect();
+            (None, plans)
+        }
+    };
+    let algos: Vec<Conv2dAlgo> = plans.iter().map(|p| p.algorithm).collect();
+    let weights: u64 = layers
+        .iter()
+        .map(|l| 4 * (l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len())) as u64)
+        .sum();
+    let shape = Shape {
+        geoms,
+        algos: &algos,
+        weight_bytes: weights,
+    };
+    let e = estimate_of(&shape, decoded.iter().sum(), grid, per_map, depth, threads);
+    debug_assert_eq!(e.streamed, stack.is_some());
+    (e, stack, plans)
+}
+
+/// What [`estimate_of`] needs of a stack: its layers, their algorithms and the bytes of
+/// their weights.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape<'a> {
+    /// The layers' geometries.
+    pub geoms: &'a [Conv2dGeometry],
+    /// The algorithm of each layer.
+    pub algos: &'a [Conv2dAlgo],
+    /// Bytes of the weights and biases.
+    pub weight_bytes: u64,
+}
+
+/// The memory estimate of a picture job over a stack known by its shapes (see
+/// [`Estimate`]); `decoded_bytes` are its images' decoded samples.
+pub fn estimate_of(
+    stack: &Shape<'_>,
+    decoded_bytes: u64,
+    grid: Grid,
+    per_map: bool,
+    depth: BitDepth,
+    threads: usize,
+) -> Estimate {
+    let Shape {
+        geoms,
+        algos,
+        weight_bytes,
+    } = *stack;
     let sample = match depth {
         BitDepth::Eight => 1,
         BitDepth::Sixteen => 2,
@@ -78,55 +131,57 @@ pub fn estimate<'a>(
             .saturating_mul(grid.k as u64)
     };
     let picture_bytes = samples.saturating_mul(sample);
-    let weights: u64 = layers
+    let streamed = geoms
         .iter()
-        .map(|l| 4 * (l.weight.len() + l.bias.as_ref().map_or(0, |b| b.len())) as u64)
-        .sum();
-    let (working_bytes, stack, plans, strip_rows) = match StripStack::new(layers, geoms) {
-        Ok((stack, plans)) => {
-            let one = stack.working_floats(1);
-            let per_row = stack.working_floats(2).saturating_sub(one).max(1);
-            let rows = (STRIP_FLOATS.saturating_sub(one) / per_row).max(1) as usize;
-            let rows = rows.min(grid.h);
-            let floats = stack.working_floats(rows);
-            (4 * floats * threads as u64, Some(stack), plans, rows)
-        }
-        Err(_) => {
-            let plans = geoms
-                .iter()
-                .zip(layers)
-                .map(|(g, l)| crate::conv::plan_with_weights(g, l.weight.view()).0)
-                .collect();
-            let input = geoms[0].input_shape().iter().product::<usize>() as u64;
-            let layer = geoms
-                .iter()
-                .map(|g| {
-                    let [t, b, l, r] = g.padding;
-                    let padded = (g.n * g.c_in * (g.h + t + b) * (g.w + l + r)) as u64;
-                    g.output_len() + padded
-                })
-                .max()
-                .unwrap_or(0);
-            (4 * (input + layer), None, plans, grid.h)
-        }
+        .zip(algos)
+        .enumerate()
+        .all(|(i, (g, &a))| check_layer(i, g, a).is_ok());
+    let (working_bytes, strip_rows) = if streamed {
+        let one = working_floats(geoms, algos, 1);
+        let per_row = working_floats(geoms, algos, 2).saturating_sub(one).max(1);
+        let rows = (STRIP_FLOATS.saturating_sub(one) / per_row).max(1) as usize;
+        let rows = rows.min(grid.h);
+        (
+            4 * working_floats(geoms, algos, rows) * threads as u64,
+            rows,
+        )
+    } else {
+        (4 * tensor_floats(geoms), grid.h)
     };
     let total_bytes = (decoded_bytes + working_bytes + picture_bytes)
         .max(2 * picture_bytes)
-        .saturating_add(weights)
+        .saturating_add(weight_bytes)
         .saturating_add(FIXED_BYTES);
-    (
-        Estimate {
-            decoded_bytes,
-            working_bytes,
-            picture_bytes,
-            encoded_bytes: picture_bytes,
-            total_bytes,
-            streamed: stack.is_some(),
-            strip_rows,
-        },
-        stack,
-        plans,
-    )
+    Estimate {
+        decoded_bytes,
+        working_bytes,
+        picture_bytes,
+        encoded_bytes: picture_bytes,
+        total_bytes,
+        streamed,
+        strip_rows,
+    }
+}
+
+/// Floats a whole-tensor run holds at its peak: the input, and the largest layer's padded
+/// input and output.
+pub fn tensor_floats(geoms: &[Conv2dGeometry]) -> u64 {
+    let input = geoms[0]
+        .input_shape()
+        .iter()
+        .fold(1u64, |a, &d| a.saturating_mul(d as u64));
+    let layer = geoms
+        .iter()
+        .map(|g| {
+            let [t, b, l, r] = g.padding;
+            let padded = [g.n, g.c_in, g.h + t + b, g.w + l + r]
+                .iter()
+                .fold(1u64, |a, &d| a.saturating_mul(d as u64));
+            g.output_len().saturating_add(padded)
+        })
+        .max()
+        .unwrap_or(0);
+    input.saturating_add(layer)
 }
 
 /// The pictures of a job: its maps computed (in strips or whole) and rendered.

@@ -77,20 +77,8 @@ impl<'a> StripStack<'a> {
         let mut out = Vec::with_capacity(layers.len());
         let mut plans = Vec::with_capacity(layers.len());
         for (i, (layer, g)) in layers.iter().zip(geoms).enumerate() {
-            let reach = g.dilation[0] * (g.k_h - 1);
-            if g.padding_mode == PaddingMode::Zeros && g.padding[0].max(g.padding[1]) > reach {
-                return Err(NotStreamable(format!(
-                    "layer {i}: vertical zero padding {:?} beyond the kernel's reach {reach} gives output rows of padding only",
-                    &g.padding[..2]
-                )));
-            }
             let (plan, separable) = plan_with_weights(g, layer.weight.view());
-            if !streams(plan.algorithm) {
-                return Err(NotStreamable(format!(
-                    "layer {i}: {} sums in an order that depends on the strip's size",
-                    plan.algorithm
-                )));
-            }
+            check_layer(i, g, plan.algorithm)?;
             out.push(StripLayer {
                 layer,
                 geom: *g,
@@ -152,23 +140,11 @@ impl<'a> StripStack<'a> {
         [g.c_out, g.out_h, g.out_w]
     }
 
-    /// Floats the strip of `rows` output rows holds at its peak: for each layer, the
-    /// strip of its input and of its output, with the halo each layer below adds
-    /// (an upper bound: the buffers of two neighbouring layers at most are alive at once,
-    /// but every layer is counted).
+    /// Floats a strip of `rows` output rows holds at its peak ([`working_floats`]).
     pub fn working_floats(&self, rows: usize) -> u64 {
-        let mut need = rows as u64;
-        let mut total = 0u64;
-        for l in self.layers.iter().rev() {
-            let g = &l.geom;
-            let out = need;
-            let align = u64::from(l.algorithm == Conv2dAlgo::Winograd);
-            let inp =
-                (out + align - 1) * g.stride[0] as u64 + (g.dilation[0] * (g.k_h - 1)) as u64 + 1;
-            total += out * (g.c_out * g.out_w) as u64 + inp * (g.c_in * g.w) as u64;
-            need = inp.min(g.h as u64);
-        }
-        total
+        let geoms: Vec<_> = self.layers.iter().map(|l| l.geom).collect();
+        let algos: Vec<_> = self.layers.iter().map(|l| l.algorithm).collect();
+        working_floats(&geoms, &algos, rows)
     }
 
     /// Output rows `rows` of the last layer, for one image whose input rows `source` gives:
@@ -323,6 +299,43 @@ impl<'a> StripStack<'a> {
         }
         Ok(out)
     }
+}
+
+/// Whether layer `i`, run by `algo`, can run in strips (see [`StripStack::new`]).
+///
+/// # Errors
+/// [`NotStreamable`] with the reason.
+pub fn check_layer(i: usize, g: &Conv2dGeometry, algo: Conv2dAlgo) -> Result<(), NotStreamable> {
+    let reach = g.dilation[0] * (g.k_h - 1);
+    if g.padding_mode == PaddingMode::Zeros && g.padding[0].max(g.padding[1]) > reach {
+        return Err(NotStreamable(format!(
+            "layer {i}: vertical zero padding {:?} beyond the kernel's reach {reach} gives output rows of padding only",
+            &g.padding[..2]
+        )));
+    }
+    if !streams(algo) {
+        return Err(NotStreamable(format!(
+            "layer {i}: {algo} sums in an order that depends on the strip's size"
+        )));
+    }
+    Ok(())
+}
+
+/// Floats a strip of `rows` output rows of a stack (one image; layers `geoms` run by
+/// `algos`) holds at its peak: for each layer, the strip of its input and of its output,
+/// with the halo each layer below adds (an upper bound: only two neighbouring layers'
+/// buffers are alive at once, but every layer is counted).
+pub fn working_floats(geoms: &[Conv2dGeometry], algos: &[Conv2dAlgo], rows: usize) -> u64 {
+    let mut need = rows as u64;
+    let mut total = 0u64;
+    for (g, &a) in geoms.iter().zip(algos).rev() {
+        let out = need;
+        let align = u64::from(a == Conv2dAlgo::Winograd);
+        let inp = (out + align - 1) * g.stride[0] as u64 + (g.dilation[0] * (g.k_h - 1)) as u64 + 1;
+        total += out * (g.c_out * g.out_w) as u64 + inp * (g.c_in * g.w) as u64;
+        need = inp.min(g.h as u64);
+    }
+    total
 }
 
 /// Whether `algo`'s value for an output is the same whatever the size of the tensor it

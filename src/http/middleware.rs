@@ -86,6 +86,7 @@ pub fn apply(router: Router, state: &AppState) -> Router {
                     HeaderName::from_static("server-timing"),
                     HeaderName::from_static("x-conv-shape"),
                     HeaderName::from_static("x-conv-range"),
+                    HeaderName::from_static("x-conv-memory"),
                     HeaderName::from_static("x-conv-nonfinite"),
                     header::RETRY_AFTER,
                     X_REQUEST_ID,

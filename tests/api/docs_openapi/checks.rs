@@ -197,7 +197,9 @@ pub async fn check_header_example(app: &TestApp, header: &str, ex: &Value) -> Re
             .send()
             .await
             .unwrap(),
-        "X-Conv-Range" => convolve(app, camera(), &json!({"preset": "sobel_x"})).await,
+        "X-Conv-Range" | "X-Conv-Memory" => {
+            convolve(app, camera(), &json!({"preset": "sobel_x"})).await
+        }
         "X-Conv-Nonfinite" => {
             let req = app
                 .client

@@ -1,0 +1,148 @@
+//! Every photo a user has (issue #14): picture jobs are bound by pixels and their memory
+//! estimate, decided from the image headers before decoding; tensor outputs keep the
+//! tensor limits.
+
+use reqwest::multipart::{Form, Part};
+use serde_json::{json, Value};
+
+use crate::helpers::{expect_problem, spawn_app, spawn_app_with, TestApp};
+
+fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out
+}
+
+/// A PNG whose IHDR claims `width×height` 8-bit RGB, with a tiny, wrong IDAT: decoding it
+/// would fail as corrupt, so a refusal by limit proves the header decided it.
+fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(chunk(b"IEND", &[]));
+    png
+}
+
+/// A `w×h` RGB photo-like PNG.
+fn photo(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x * 3 + y) as u8, (x * y / 7) as u8, (x ^ y) as u8])
+    });
+    let mut out = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut out, image::ImageFormat::Png)
+        .unwrap();
+    out.into_inner()
+}
+
+async fn convolve(app: &TestApp, image: Vec<u8>, spec: &Value) -> reqwest::Response {
+    let form = Form::new()
+        .text("spec", spec.to_string())
+        .part("image", Part::bytes(image).file_name("p.png"));
+    app.client
+        .post(app.url("/v1/convolve"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn blur() -> Value {
+    json!({"preset": "gaussian", "size": 5, "channels": "each", "padding": "same", "output": {"normalize": "clamp"}})
+}
+
+#[tokio::test]
+async fn a_photo_over_the_tensor_limits_is_a_picture_but_not_a_json_tensor() {
+    // 300×200 RGB = 180,000 input elements, three times the tensor limit.
+    let app = spawn_app_with(|s| {
+        s.limits.max_tensor_elements = 60_000;
+        s.limits.max_output_elements = 60_000;
+    })
+    .await;
+    let res = convolve(&app, photo(300, 200), &blur()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-conv-shape"], "1,3,200,300");
+    let memory: u64 = res.headers()["x-conv-memory"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(memory > 2 * 180_000, "{memory}");
+    let png = res.bytes().await.unwrap();
+    let img = image::load_from_memory(&png).unwrap();
+    assert_eq!(
+        (img.width(), img.height(), img.color()),
+        (300, 200, image::ColorType::Rgb8)
+    );
+
+    let mut spec = blur();
+    spec["output"]["format"] = json!("json");
+    let body = expect_problem(convolve(&app, photo(300, 200), &spec).await, 413).await;
+    assert_eq!(body["limit_name"], "input elements", "{body}");
+    assert_eq!(body["pointer"], "/parts/image", "{body}");
+}
+
+#[tokio::test]
+async fn a_job_over_its_memory_budget_is_refused_from_the_header_before_decoding() {
+    let app = spawn_app_with(|s| s.limits.max_job_bytes = 64 << 20).await;
+    // 6000×4000 RGB: 72 MB of samples and as much of picture, claimed by a header whose
+    // data would not decode.
+    let body = expect_problem(convolve(&app, png_claiming(6000, 4000), &blur()).await, 413).await;
+    assert_eq!(body["limit_name"], "job memory estimate (bytes)", "{body}");
+    assert_eq!(body["limit"], 64 << 20);
+    assert!(body["actual"].as_u64().unwrap() > 144_000_000, "{body}");
+    // Over the pixel limit: also from the header.
+    let body = expect_problem(convolve(&app, png_claiming(9000, 8000), &blur()).await, 413).await;
+    assert_eq!(body["limit_name"], "image pixels", "{body}");
+    // Within every limit, the same header is decoded and found corrupt.
+    let res = convolve(&app, png_claiming(60, 40), &blur()).await;
+    assert_eq!(res.status(), 415);
+}
+
+#[tokio::test]
+async fn the_memory_estimate_is_reported_in_the_zip_manifest_and_by_shape() {
+    let app = spawn_app().await;
+    let mut spec = blur();
+    spec["output"]["format"] = json!("zip");
+    let res = convolve(&app, photo(64, 48), &spec).await;
+    assert_eq!(res.status(), 200);
+    let header: u64 = res.headers()["x-conv-memory"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = res.bytes().await.unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let manifest: Value = serde_json::from_reader(zip.by_name("manifest.json").unwrap()).unwrap();
+    let m = &manifest["memory"];
+    assert_eq!(m["total_bytes"], header, "{manifest}");
+    assert_eq!(m["decoded_bytes"], 64 * 48 * 3);
+    assert_eq!(m["picture_bytes"], 64 * 48 * 3);
+    assert_eq!(m["streamed"], true);
+
+    let res = app
+        .conv2d_shape(&json!({"input_shape": [1, 3, 3024, 4032], "weight_shape": [3, 1, 5, 5], "groups": 3, "padding": "same"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let m = &body["memory"];
+    assert_eq!(m["picture"]["decoded_bytes"], 3024 * 4032 * 3, "{body}");
+    assert_eq!(m["picture"]["streamed"], true);
+    // A 12 MP colour photo's job stays far under the default budget; as float32 tensors it
+    // would hold its input and output whole.
+    let total = m["picture"]["total_bytes"].as_u64().unwrap();
+    assert!(total < 120 << 20, "{body}");
+    assert!(
+        m["tensor_bytes"].as_u64().unwrap() > 2 * 4 * 3024 * 4032 * 3,
+        "{body}"
+    );
+}
