@@ -12,7 +12,9 @@
 
 use std::ops::Range;
 
-use crate::codec::{render, BitDepth, CodecError, Grid, Normalize, Pixels, Rendered, Strips};
+use crate::codec::{
+    kept_floats, render, BitDepth, CodecError, Grid, Normalize, Pixels, Rendered, Strips,
+};
 use crate::conv::strip::{check_layer, working_floats, RowSource, StripStack};
 use crate::conv::{
     buffers, run_stack, CancelToken, Cancelled, Conv2dAlgo, Conv2dGeometry, Conv2dLayer, Conv2dPlan,
@@ -33,7 +35,8 @@ pub struct Estimate {
     /// The images' decoded samples.
     pub decoded_bytes: u64,
     /// Float buffers: the strips in flight (one per compute thread), or for a stack run
-    /// whole its input and largest layer.
+    /// whole its input and largest layer; and a small job's maps, kept between the two
+    /// passes of min-max and `abs` (at most 16 MiB).
     pub working_bytes: u64,
     /// The quantised picture(s).
     pub picture_bytes: u64,
@@ -60,7 +63,7 @@ pub fn estimate<'a>(
     decoded: &[u64],
     grid: Grid,
     per_map: bool,
-    depth: BitDepth,
+    (mode, depth): (Normalize, BitDepth),
     threads: usize,
 ) -> (Estimate, Option<StripStack<'a>>, Vec<Conv2dPlan>) {
     let (stack, plans) = match StripStack::new(layers, geoms) {
@@ -84,7 +87,14 @@ pub fn estimate<'a>(
         algos: &algos,
         weight_bytes: weights,
     };
-    let e = estimate_of(&shape, decoded.iter().sum(), grid, per_map, depth, threads);
+    let e = estimate_of(
+        &shape,
+        decoded.iter().sum(),
+        grid,
+        per_map,
+        (mode, depth),
+        threads,
+    );
     debug_assert_eq!(e.streamed, stack.is_some());
     (e, stack, plans)
 }
@@ -108,7 +118,7 @@ pub fn estimate_of(
     decoded_bytes: u64,
     grid: Grid,
     per_map: bool,
-    depth: BitDepth,
+    (mode, depth): (Normalize, BitDepth),
     threads: usize,
 ) -> Estimate {
     let Shape {
@@ -148,6 +158,7 @@ pub fn estimate_of(
     } else {
         (4 * tensor_floats(geoms), grid.h)
     };
+    let working_bytes = working_bytes + 4 * kept_floats(grid, per_map, mode);
     let total_bytes = (decoded_bytes + working_bytes + picture_bytes)
         .max(2 * picture_bytes)
         .saturating_add(weight_bytes)
@@ -448,7 +459,15 @@ mod tests {
                     )
                     .unwrap(),
                 );
-                let (_, stack, _) = estimate(layers, &geoms, &[0; 2][..n], grid, per_map, depth, 2);
+                let (_, stack, _) = estimate(
+                    layers,
+                    &geoms,
+                    &[0; 2][..n],
+                    grid,
+                    per_map,
+                    (mode, depth),
+                    2,
+                );
                 let stack = stack.expect("streams");
                 for rows in [1, 2, 3, 7] {
                     let got = pictures(
@@ -499,7 +518,15 @@ mod tests {
             k: 3,
         };
         let decoded = 3024 * 4032 * 3;
-        let (e, stack, _) = estimate(&layers, &[g], &[decoded], grid, false, BitDepth::Eight, 2);
+        let (e, stack, _) = estimate(
+            &layers,
+            &[g],
+            &[decoded],
+            grid,
+            false,
+            (Normalize::Clamp, BitDepth::Eight),
+            2,
+        );
         assert!(stack.is_some() && e.streamed);
         assert_eq!(e.picture_bytes, decoded);
         assert!(e.working_bytes <= 2 * 4 * STRIP_FLOATS, "{e:?}");

@@ -18,7 +18,7 @@ mod canvas;
 mod render;
 pub use archive::{encode_zip, zip_rendered};
 pub use canvas::{Band, Canvas, Grid};
-pub use render::{render, Rendered, Strips, Target, WholeMaps};
+pub use render::{kept_floats, render, Rendered, Strips, Target, WholeMaps};
 
 /// Gap in pixels between neighbouring tiles of a montage, on both axes.
 pub const MONTAGE_GAP: usize = 4;

@@ -14,9 +14,9 @@ pub use decode::{
     decode_image, decode_pixels, probe, ColorMode, DecodeLimits, DecodedImage, Header, Pixels,
 };
 pub use encode::{
-    encode_montage, encode_png, encode_zip, normalize_map, render, zip_rendered, Band, BitDepth,
-    Canvas, Grid, MapRange, MapStats, Normalize, PngSpeed, Quantizer, Rendered, Strips, Target,
-    WholeMaps, MONTAGE_GAP,
+    encode_montage, encode_png, encode_zip, kept_floats, normalize_map, render, zip_rendered, Band,
+    BitDepth, Canvas, Grid, MapRange, MapStats, Normalize, PngSpeed, Quantizer, Rendered, Strips,
+    Target, WholeMaps, MONTAGE_GAP,
 };
 
 /// Errors produced by the codec layer.

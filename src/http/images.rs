@@ -122,7 +122,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 &head.decoded,
                 grid,
                 per_map,
-                output.depth,
+                (output.normalize, output.depth),
                 threads,
             );
             if estimate.total_bytes > limits.max_job_bytes {

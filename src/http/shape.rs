@@ -7,7 +7,7 @@ use super::budget::read_body;
 use super::negotiate::content_type;
 use super::reply::unsupported;
 use super::AppState;
-use crate::codec::{BitDepth, Grid};
+use crate::codec::{BitDepth, Grid, Normalize};
 use crate::conv::Conv2dGeometry;
 use crate::error::ApiError;
 use crate::pipeline;
@@ -58,7 +58,14 @@ fn memory(geoms: &[Conv2dGeometry], report: &ShapeReport, threads: usize) -> ser
         k: 1,
     };
     let decoded = (n * c * h * w) as u64;
-    let picture = pipeline::estimate_of(&shape, decoded, grid, false, BitDepth::Eight, threads);
+    let picture = pipeline::estimate_of(
+        &shape,
+        decoded,
+        grid,
+        false,
+        (Normalize::Minmax, BitDepth::Eight),
+        threads,
+    );
     serde_json::json!({
         "tensor_bytes": 4 * pipeline::tensor_floats(geoms) + weight_bytes,
         "picture": picture,

@@ -71,7 +71,11 @@ pub fn render<S: Strips>(
     let cuts: Vec<(usize, Range<usize>)> = (0..n)
         .flat_map(|i| (0..h.div_ceil(rows)).map(move |b| (i, b * rows..((b + 1) * rows).min(h))))
         .collect();
-    let stats = if mode != Normalize::Clamp || per_map {
+    let two_passes = mode != Normalize::Clamp || per_map;
+    // A small job keeps its strips between the passes rather than computing them twice.
+    let keep = two_passes && kept_floats(grid, per_map, mode) > 0;
+    let mut kept: Vec<Option<Vec<f32>>> = Vec::new();
+    let stats = if two_passes {
         let parts = cuts
             .par_iter()
             .map(|(i, r)| {
@@ -84,20 +88,27 @@ pub fn render<S: Strips>(
                         s
                     })
                     .collect::<Vec<_>>();
-                strips.done(strip);
-                Ok((*i, s))
+                let strip = if keep {
+                    Some(strip)
+                } else {
+                    strips.done(strip);
+                    None
+                };
+                Ok((*i, s, strip))
             })
             .collect::<Result<Vec<_>, S::Error>>()?;
         let mut stats = vec![MapStats::default(); n * c];
-        for (i, s) in parts {
+        for (i, s, strip) in parts {
             for (j, s) in s.into_iter().enumerate() {
                 stats[i * c + j] = stats[i * c + j].merge(s);
             }
+            kept.push(strip);
         }
         stats
     } else {
         vec![MapStats::default(); n * c]
     };
+    kept.resize_with(cuts.len(), || None);
     let quantizers: Vec<Quantizer> = stats
         .iter()
         .map(|s| Quantizer::new(mode, depth, s))
@@ -144,8 +155,12 @@ pub fn render<S: Strips>(
     };
     tasks
         .into_par_iter()
-        .map(|(i, r, mut bands)| {
-            let strip = strips.strip(i, r.clone())?;
+        .zip(kept)
+        .map(|((i, r, mut bands), strip)| {
+            let strip = match strip {
+                Some(s) => s,
+                None => strips.strip(i, r.clone())?,
+            };
             // Row by row through a row of pixels that stays in L1.
             let mut pixels = vec![0u16; w];
             for (j, map) in strip.chunks_exact(r.len() * w).enumerate() {
@@ -166,6 +181,22 @@ pub fn render<S: Strips>(
         stats,
     })
 }
+
+/// Floats of map strips [`render`] keeps between its two passes (instead of computing
+/// them again): all of them when the maps hold at most [`KEEP_FLOATS`], else none.
+pub fn kept_floats(grid: Grid, per_map: bool, mode: Normalize) -> u64 {
+    let floats = [grid.n, grid.c, grid.h, grid.w]
+        .iter()
+        .fold(1u64, |a, &d| a.saturating_mul(d as u64));
+    if (mode != Normalize::Clamp || per_map) && floats <= KEEP_FLOATS {
+        floats
+    } else {
+        0
+    }
+}
+
+/// Most floats of maps kept between the passes: 16 MiB, a 1080p picture's three maps.
+const KEEP_FLOATS: u64 = 4 << 20;
 
 /// Whole maps `[n·c][h·w]` as strips.
 pub struct WholeMaps<'a> {
