@@ -11,7 +11,8 @@ pub mod decode;
 pub mod encode;
 
 pub use decode::{
-    decode_image, decode_pixels, probe, ColorMode, DecodeLimits, DecodedImage, Header, Pixels,
+    decode_image, decode_pixels, probe, ColorMode, DecodeLimits, DecodeOptions, DecodedImage,
+    Header, OrientationMode, Pixels, SampleType,
 };
 pub use encode::{
     encode_montage, encode_png, encode_zip, normalize_map, BitDepth, MapRange, Normalize, PngSpeed,

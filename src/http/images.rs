@@ -19,7 +19,7 @@ use super::job::compute;
 use super::negotiate::{content_type, negotiate, Timings};
 use super::reply::{tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, ZIP};
 use super::AppState;
-use crate::codec::{self, BitDepth, CodecError, ColorMode, DecodeLimits};
+use crate::codec::{self, BitDepth, CodecError, DecodeLimits, DecodeOptions};
 use crate::config::Limits;
 use crate::conv::buffers;
 use crate::conv::presets::catalogue_within;
@@ -61,7 +61,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 Some(ZIP) => Format::Zip,
                 _ => Format::Png,
             });
-            let input = decode_batch(&images, spec.color, spec.scale, &limits)?;
+            let input = decode_batch(&images, &spec.decode_options(), &limits)?;
             drop(images);
             drop(reservation);
             timings.record("decode", t);
@@ -148,8 +148,7 @@ fn codec_error(e: CodecError, i: usize) -> ApiError {
 /// Decodes the batch into `[n, c, h, w]`, refusing mixed sizes.
 fn decode_batch(
     images: &[Bytes],
-    color: ColorMode,
-    scale: f32,
+    opts: &DecodeOptions,
     limits: &Limits,
 ) -> Result<Array4<f32>, ApiError> {
     let dl = DecodeLimits {
@@ -161,7 +160,7 @@ fn decode_batch(
     let mut data = Vec::new();
     let mut first: Option<(usize, usize, usize)> = None;
     for (i, bytes) in images.iter().enumerate() {
-        let img = codec::decode_image(bytes, color, scale, &dl).map_err(|e| codec_error(e, i))?;
+        let img = codec::decode_image(bytes, opts, &dl).map_err(|e| codec_error(e, i))?;
         let dims = (img.channels, img.height, img.width);
         match first {
             None => {

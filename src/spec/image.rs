@@ -16,7 +16,7 @@ use super::json::from_slice;
 use super::layer::{one_or_layers, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec};
 use super::params::{params_from, PARAM_NAMES};
 use super::{invalid, SpecError};
-use crate::codec::{BitDepth, ColorMode, Normalize, PngSpeed};
+use crate::codec::{BitDepth, ColorMode, DecodeOptions, Normalize, OrientationMode, PngSpeed};
 use crate::conv::presets::{build_preset_within, PresetError};
 use crate::tensor::Tensor;
 
@@ -120,6 +120,7 @@ struct KernelSpec {
 #[derive(Debug, Deserialize)]
 struct ImageJson {
     color: Option<ColorMode>,
+    orientation: Option<OrientationMode>,
     scale: Option<f64>,
     output: Option<OutputJson>,
     layers: Option<Vec<KernelSpec>>,
@@ -140,6 +141,8 @@ pub struct ImageSpec {
     pub color: ColorMode,
     /// Pixel values are multiplied by this (finite, > 0).
     pub scale: f32,
+    /// Whether the EXIF Orientation tag is applied.
+    pub orientation: OrientationMode,
     /// The output settings.
     pub output: Output,
     top: KernelSpec,
@@ -174,6 +177,7 @@ impl ImageSpec {
         Ok(Self {
             color: spec.color.unwrap_or_default(),
             scale: scale as f32,
+            orientation: spec.orientation.unwrap_or_default(),
             output: Output {
                 format: output.format,
                 normalize: output.normalize,
@@ -189,6 +193,15 @@ impl ImageSpec {
             },
             layers: spec.layers,
         })
+    }
+
+    /// How the images are decoded: `color`, `orientation` and `scale`.
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            color: self.color,
+            orientation: self.orientation,
+            scale: self.scale,
+        }
     }
 
     /// The layers over an input of `c_in` channels, preset sides bounded by `max_side`
@@ -362,7 +375,7 @@ fn misplaced(member: &str) -> String {
         "format" | "normalize" | "bit_depth" | "compression" => {
             format!(" (`{member}` goes in `output`: {{\"output\": {{\"{member}\": …}}}})")
         }
-        "color" | "scale" | "output" => {
+        "color" | "scale" | "orientation" | "output" => {
             format!(" (`{member}` goes at the top level of the spec, not in a layer)")
         }
         "weight" => " (`weight` is the tensor API's name of the kernel)".to_string(),
