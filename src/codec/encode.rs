@@ -11,10 +11,12 @@ use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use rayon::prelude::*;
 
+use super::layout::TileLayout;
 use super::CodecError;
 
 mod archive;
-pub use archive::encode_zip;
+pub use archive::{encode_zip, ZipInner};
+pub(crate) use archive::{f32_json, non_nan_min_max};
 
 /// Gap in pixels between neighbouring tiles of a montage, on both axes.
 pub const MONTAGE_GAP: usize = 4;
@@ -240,72 +242,148 @@ pub fn encode_png(
     Ok((write_png(&bytes, pw, ph, color, speed)?, ranges))
 }
 
-/// Encodes an `n`×`c` grid of maps as one grayscale PNG montage.
+/// Encodes the tiles of `layout` (see [`super::layout`]) as one PNG: a single tile is the
+/// picture itself; several are a montage.
 ///
-/// `maps[i*c + j]` is batch item `i`, channel `j`, each `h * w` floats. Rows
-/// of tiles are batch items, columns are channels; each map is normalised on
-/// its own. Tiles are separated by [`MONTAGE_GAP`] pixels of mid-grey (128 at
-/// 8 bit, 32768 at 16 bit) so that black maps stay visible. The image is
-/// `(n*h + (n-1)*gap)` rows × `(c*w + (c-1)*gap)` columns. Returns the PNG
+/// Each tile holds `layout.channels` maps (gray, RGB or RGBA), each `h * w` floats and
+/// normalised on its own. Tiles are separated by [`MONTAGE_GAP`] pixels of mid-grey (128
+/// at 8 bit, 32768 at 16 bit; opaque in RGBA) so that black maps stay visible. The image
+/// is `(rows*h + (rows-1)*gap)` rows × `(cols*w + (cols-1)*gap)` columns. Returns the PNG
 /// bytes and the ranges in map order.
 ///
 /// # Errors
 ///
-/// [`CodecError::Empty`] if any of `n`, `c`, `h`, `w` is 0;
-/// [`CodecError::TooLarge`] if the montage exceeds the PNG size limit;
-/// [`CodecError::Encode`] if `maps.len() != n*c`, a map has the wrong length,
-/// or the PNG encoder fails.
-#[allow(clippy::too_many_arguments)]
+/// As [`montage_pixels`], plus [`CodecError::TooLarge`] if the picture exceeds the PNG
+/// size limit and [`CodecError::Encode`] if the PNG encoder fails.
 pub fn encode_montage(
     maps: &[&[f32]],
-    n: usize,
-    c: usize,
+    layout: &TileLayout,
     h: usize,
     w: usize,
     mode: Normalize,
     depth: BitDepth,
     speed: PngSpeed,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
-    check_grid(maps, n, c, h, w)?;
-    let gap = MONTAGE_GAP;
+    let (pic, ranges) = montage_pixels(maps, layout, h, w, mode, depth)?;
+    let (pw, ph) = png_dims(pic.width, pic.height)?;
+    let color = match (pic.channels, depth) {
+        (1, BitDepth::Eight) => ExtendedColorType::L8,
+        (1, BitDepth::Sixteen) => ExtendedColorType::L16,
+        (3, BitDepth::Eight) => ExtendedColorType::Rgb8,
+        (3, BitDepth::Sixteen) => ExtendedColorType::Rgb16,
+        (_, BitDepth::Eight) => ExtendedColorType::Rgba8,
+        (_, BitDepth::Sixteen) => ExtendedColorType::Rgba16,
+    };
+    let bytes = interleave(&pic.samples, 1, depth);
+    Ok((write_png(&bytes, pw, ph, color, speed)?, ranges))
+}
+
+/// Encodes the tiles of `layout` as a lossless WebP with exactly the pixels of the 8-bit
+/// PNG [`encode_montage`] gives. Returns the WebP bytes and the ranges in map order.
+///
+/// # Errors
+/// As [`montage_pixels`] and [`super::webp::encode_webp`].
+pub fn encode_montage_webp(
+    maps: &[&[f32]],
+    layout: &TileLayout,
+    h: usize,
+    w: usize,
+    mode: Normalize,
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    let (pic, ranges) = montage_pixels(maps, layout, h, w, mode, BitDepth::Eight)?;
+    // Values are <= 255 at 8 bit, so the narrowing is lossless.
+    let samples: Vec<u8> = pic.samples.iter().map(|&v| v as u8).collect();
+    let webp = super::webp::encode_webp(&samples, pic.width, pic.height, pic.channels)?;
+    Ok((webp, ranges))
+}
+
+/// Quantised pixels of a picture: interleaved samples (`0..=255` or `0..=65535`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// `width · height · channels` samples, row-major, interleaved.
+    pub samples: Vec<u16>,
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// Samples per pixel: 1, 3 or 4.
+    pub channels: usize,
+}
+
+/// The quantised pixels of the tiles of `layout` (the montage rule of [`encode_montage`]),
+/// and the ranges in map order.
+///
+/// # Errors
+///
+/// [`CodecError::Empty`] if `h`, `w` or the tile count is 0; [`CodecError::Encode`] if
+/// the tiles do not name every map of `maps` once, a map has the wrong length, or the
+/// picture's size overflows.
+pub fn montage_pixels(
+    maps: &[&[f32]],
+    layout: &TileLayout,
+    h: usize,
+    w: usize,
+    mode: Normalize,
+    depth: BitDepth,
+) -> Result<(Picture, Vec<MapRange>), CodecError> {
+    let (rows, cols, k) = (layout.rows, layout.cols, layout.channels);
+    check_grid(maps, rows, cols * k, h, w)?;
+    if layout.tiles.len() != rows * cols || layout.tiles.iter().any(|t| t.len() != k) {
+        return Err(CodecError::Encode(format!(
+            "{} tiles for a {rows}x{cols} grid of {k} channel(s)",
+            layout.tiles.len()
+        )));
+    }
+    // A single tile is the picture itself.
+    let gap = if rows * cols == 1 { 0 } else { MONTAGE_GAP };
     let side = |count: usize, len: usize| {
         count
             .checked_mul(len + gap)
             .map(|t| t - gap)
-            .unwrap_or(usize::MAX)
+            .ok_or_else(|| CodecError::Encode(format!("montage of {count} tiles overflows")))
     };
-    let (big_h, big_w) = (side(n, h), side(c, w));
-    let (pw, ph) = png_dims(big_w, big_h)?;
+    let (big_h, big_w) = (side(rows, h)?, side(cols, w)?);
     let total = big_h
         .checked_mul(big_w)
+        .and_then(|p| p.checked_mul(k))
         .ok_or_else(|| CodecError::Encode(format!("montage {big_h}x{big_w} overflows")))?;
-    let grey = depth.max_value() / 2 + 1;
+    let top = depth.max_value();
+    let grey = top / 2 + 1;
     let mut out = vec![grey; total];
-    // One band of `h + gap` rows per batch item; the last band has no gap.
-    let ranges: Vec<Vec<MapRange>> = out
-        .par_chunks_mut((h + gap) * big_w)
+    if k == 4 {
+        // Gaps are opaque.
+        out.iter_mut().skip(3).step_by(4).for_each(|a| *a = top);
+    }
+    // One band of `h + gap` rows per tile row; the last band has no gap.
+    let ranges: Vec<Vec<(usize, MapRange)>> = out
+        .par_chunks_mut((h + gap) * big_w * k)
         .enumerate()
         .map(|(i, band)| {
             let mut tile = vec![0u16; h * w];
-            (0..c)
-                .map(|j| {
-                    let r = normalize_map(maps[i * c + j], mode, depth, &mut tile);
+            let mut ranges = Vec::with_capacity(cols * k);
+            for t in 0..cols {
+                for (ch, &m) in layout.tiles[i * cols + t].iter().enumerate() {
+                    ranges.push((m, normalize_map(maps[m], mode, depth, &mut tile)));
                     for (y, row) in tile.chunks_exact(w).enumerate() {
-                        let at = y * big_w + j * (w + gap);
-                        band[at..at + w].copy_from_slice(row);
+                        let at = (y * big_w + t * (w + gap)) * k + ch;
+                        for (o, &v) in band[at..].iter_mut().step_by(k).zip(row) {
+                            *o = v;
+                        }
                     }
-                    r
-                })
-                .collect()
+                }
+            }
+            ranges
         })
         .collect();
-    let color = match depth {
-        BitDepth::Eight => ExtendedColorType::L8,
-        BitDepth::Sixteen => ExtendedColorType::L16,
+    let mut ranges: Vec<(usize, MapRange)> = ranges.into_iter().flatten().collect();
+    ranges.sort_by_key(|(m, _)| *m);
+    let pic = Picture {
+        samples: out,
+        width: big_w,
+        height: big_h,
+        channels: k,
     };
-    let bytes = interleave(&out, 1, depth);
-    let png = write_png(&bytes, pw, ph, color, speed)?;
-    Ok((png, ranges.into_iter().flatten().collect()))
+    Ok((pic, ranges.into_iter().map(|(_, r)| r).collect()))
 }
 
 /// Minimum and maximum of the finite values, `None` if there are none.

@@ -17,7 +17,9 @@ use serde_json::{json, Value};
 use super::budget::Reservation;
 use super::job::compute;
 use super::negotiate::{content_type, negotiate, Timings};
-use super::reply::{tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, ZIP};
+use super::reply::{
+    tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, TIFF, WEBP, ZIP,
+};
 use super::AppState;
 use crate::codec::{self, BitDepth, CodecError, DecodeLimits, DecodeOptions};
 use crate::config::Limits;
@@ -36,7 +38,7 @@ pub async fn kernels(State(app): State<AppState>) -> Json<Value> {
 
 /// `POST /v1/convolve`.
 pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply, ApiError> {
-    let accepted = negotiate(req.headers(), &[PNG, JSON, NPY, ZIP])?;
+    let accepted = negotiate(req.headers(), &[PNG, JSON, NPY, ZIP, TIFF, WEBP])?;
     let ct = content_type(req.headers());
     if ct.as_deref() != Some("multipart/form-data") {
         return Err(unsupported(ct.as_deref(), "multipart/form-data"));
@@ -59,15 +61,18 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 Some(JSON) => Format::Json,
                 Some(NPY) => Format::Npy,
                 Some(ZIP) => Format::Zip,
+                Some(TIFF) => Format::Tiff,
+                Some(WEBP) => Format::Webp,
                 _ => Format::Png,
             });
+            output.check(format)?;
             let input = decode_batch(&images, &spec.decode_options(), &limits)?;
             drop(images);
             drop(reservation);
             timings.record("decode", t);
             let c_in = input.shape()[1];
             let max_side = usize::try_from(limits.max_kernel_side).unwrap_or(usize::MAX);
-            let (stack, each) = spec.stack(c_in, max_side)?;
+            let stack = spec.stack(c_in, max_side)?;
             compute(
                 input,
                 stack,
@@ -77,9 +82,9 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 |out, report, timings| match format {
                     Format::Json => tensor_reply(out, report, TensorFormat::Json, timings),
                     Format::Npy => tensor_reply(out, report, TensorFormat::Npy, timings),
-                    Format::Png | Format::Zip => {
-                        let rgb = each && c_in == 3 && report.output_shape[..2] == [1, 3];
-                        picture_reply(out, report, format, rgb, output, timings)
+                    Format::Tiff => tensor_reply(out, report, TensorFormat::Tiff, timings),
+                    Format::Png | Format::Zip | Format::Webp => {
+                        picture_reply(out, report, format, c_in, output, timings)
                     }
                 },
             )
@@ -193,12 +198,13 @@ fn decode_batch(
     Array4::from_shape_vec((images.len(), c, h, w), data).map_err(ApiError::internal)
 }
 
-/// PNG (single, RGB or montage) or ZIP of per-map PNGs.
+/// PNG or WebP (one tile or a montage, gray or colour tiles by `codec::tile_layout` over
+/// `c_in` input channels) or ZIP of per-map files.
 fn picture_reply(
     out: &Array4<f32>,
     report: &ShapeReport,
     format: Format,
-    rgb: bool,
+    c_in: usize,
     output: Output,
     mut timings: Timings,
 ) -> Result<Reply, ApiError> {
@@ -212,7 +218,16 @@ fn picture_reply(
     let [n, c, h, w] = report.output_shape;
     let data = out.as_slice().expect("contiguous");
     let maps: Vec<&[f32]> = data.chunks_exact(h * w).collect();
-    let enc = |e: CodecError| ApiError::internal(e);
+    let layout = codec::tile_layout(n, c, c_in, output.color);
+    // A picture over a format's side limit (WebP: 16383) is the request's limit, not a 500.
+    let enc = |e: CodecError| match e {
+        CodecError::TooLarge {
+            what,
+            limit,
+            actual,
+        } => ApiError::over_limit(what, limit, actual).at("/parts/spec/output/format"),
+        e => ApiError::internal(e),
+    };
     let (content_type, body, ranges) = match format {
         Format::Zip => {
             let manifest = json!({
@@ -224,22 +239,29 @@ fn picture_reply(
                 "receptive_field": report.receptive_field,
                 "macs": report.macs,
             });
+            let inner = output.zip_format.unwrap_or_default();
             let (body, ranges) =
-                codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, manifest)
+                codec::encode_zip(&maps, n, c, h, w, normalize, depth, speed, inner, manifest)
                     .map_err(enc)?;
             (ZIP, body, ranges)
         }
+        Format::Webp => {
+            let (body, ranges) =
+                codec::encode_montage_webp(&maps, &layout, h, w, normalize).map_err(enc)?;
+            (WEBP, body, ranges)
+        }
         _ => {
-            let (body, ranges) = if maps.len() == 1 || rgb {
-                codec::encode_png(&maps, h, w, normalize, depth, speed).map_err(enc)?
-            } else {
-                codec::encode_montage(&maps, n, c, h, w, normalize, depth, speed).map_err(enc)?
-            };
+            let (body, ranges) =
+                codec::encode_montage(&maps, &layout, h, w, normalize, depth, speed)
+                    .map_err(enc)?;
             (PNG, body, ranges)
         }
     };
     timings.record("encode", t);
     let reply = Reply::computed(content_type, body, report.output_shape, timings)?;
+    if ranges.is_empty() {
+        return Ok(reply); // raw float TIFFs in a ZIP: no pixel range
+    }
     let v = ranges
         .iter()
         .map(|r| format!("{}:{}", r.lo, r.hi))

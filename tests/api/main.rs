@@ -8,6 +8,7 @@ mod helpers;
 mod hostile;
 mod images;
 mod issue12;
+mod issue13;
 mod playground;
 mod props;
 mod service;

@@ -1,5 +1,6 @@
-//! ZIP export of a grid of float maps: one grayscale PNG per map plus a JSON
-//! manifest describing how each map's pixels relate to its float values.
+//! ZIP export of a grid of float maps: one file per map (grayscale PNG, lossless WebP or
+//! float32 TIFF, [`ZipInner`]) plus a JSON manifest describing how each map's pixels
+//! relate to its float values.
 
 use std::io::{Cursor, Write};
 
@@ -7,18 +8,44 @@ use rayon::prelude::*;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
+use super::super::layout::{tile_layout, PictureColor};
 use super::super::CodecError;
-use super::{check_grid, encode_png, BitDepth, MapRange, Normalize, PngSpeed};
+use super::{check_grid, encode_montage_webp, encode_png, BitDepth, MapRange, Normalize, PngSpeed};
+
+/// The format of each map inside a ZIP (`output.zip_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZipInner {
+    /// Grayscale PNG (`.png`), 8 or 16 bit, normalised.
+    #[default]
+    Png,
+    /// Lossless WebP (`.webp`), the pixels of the 8-bit PNG.
+    Webp,
+    /// Float32 TIFF (`.tif`), the raw values (no normalisation, no `range`).
+    Tiff,
+}
+
+impl ZipInner {
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Webp => "webp",
+            Self::Tiff => "tif",
+        }
+    }
+}
 
 /// Encodes an `n`×`c` grid of maps as a ZIP archive.
 ///
-/// The archive holds one grayscale PNG per map named `n{i}_c{j}.png` (stored
-/// uncompressed, PNG is already compressed) plus a deflated `manifest.json`:
+/// The archive holds one file per map named `n{i}_c{j}.png` (or `.webp`, `.tif` per
+/// `inner`; stored uncompressed, the files are compressed or raw floats) plus a deflated
+/// `manifest.json`:
 /// `manifest` with an added member `"maps"`, an array in map order of
 /// `{"name", "n", "c", "min", "max", "range": {"lo", "hi"}, "normalize"}`
 /// where `min`/`max` are the map's actual float extremes ignoring NaN (JSON
 /// `null` when infinite or when the map is all NaN). A `null` manifest is
-/// treated as `{}`. Returns the archive and each map's range (the manifest's `range`),
+/// treated as `{}`. TIFF entries have no `range` and `normalize` (the values are raw).
+/// Returns the archive and each map's range (the manifest's `range`; none for TIFF),
 /// as [`encode_montage`](super::encode_montage) does.
 ///
 /// # Errors
@@ -35,6 +62,7 @@ pub fn encode_zip(
     mode: Normalize,
     depth: BitDepth,
     speed: PngSpeed,
+    inner: ZipInner,
     manifest: serde_json::Value,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
     check_grid(maps, n, c, h, w)?;
@@ -47,9 +75,17 @@ pub fn encode_zip(
             )))
         }
     };
+    let one = tile_layout(1, 1, 1, PictureColor::Gray);
     let pngs = maps
         .par_iter()
-        .map(|m| encode_png(&[m], h, w, mode, depth, speed))
+        .map(|m| match inner {
+            ZipInner::Png => encode_png(&[m], h, w, mode, depth, speed),
+            ZipInner::Webp => encode_montage_webp(&[m], &one, h, w, mode),
+            ZipInner::Tiff => Ok((
+                super::super::tiff_out::encode_tiff(&[m], 1, h, w, serde_json::Value::Null)?,
+                Vec::new(),
+            )),
+        })
         .collect::<Result<Vec<_>, _>>()?;
 
     let zip_err = |e: zip::result::ZipError| CodecError::Encode(format!("zip: {e}"));
@@ -59,23 +95,26 @@ pub fn encode_zip(
     let mut map_ranges = Vec::with_capacity(maps.len());
     for (k, (map, (png, ranges))) in maps.iter().zip(&pngs).enumerate() {
         let (i, j) = (k / c, k % c);
-        let name = format!("n{i}_c{j}.png");
+        let name = format!("n{i}_c{j}.{}", inner.extension());
         let opts = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
             .large_file(png.len() as u64 >= u64::from(u32::MAX));
         zip.start_file(name.as_str(), opts).map_err(zip_err)?;
         zip.write_all(png).map_err(io_err)?;
         let (min, max) = non_nan_min_max(map);
-        entries.push(serde_json::json!({
+        let mut entry = serde_json::json!({
             "name": name,
             "n": i,
             "c": j,
             "min": f32_json(min),
             "max": f32_json(max),
-            "range": { "lo": f32_json(ranges[0].lo), "hi": f32_json(ranges[0].hi) },
-            "normalize": mode,
-        }));
-        map_ranges.push(ranges[0]);
+        });
+        if let Some(r) = ranges.first() {
+            entry["range"] = serde_json::json!({ "lo": f32_json(r.lo), "hi": f32_json(r.hi) });
+            entry["normalize"] = serde_json::json!(mode);
+            map_ranges.push(*r);
+        }
+        entries.push(entry);
     }
     manifest.insert("maps".into(), serde_json::Value::Array(entries));
     let json = serde_json::to_vec_pretty(&manifest)
@@ -87,7 +126,7 @@ pub fn encode_zip(
 }
 
 /// Minimum and maximum ignoring NaN (infinities included); NaN if none.
-fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
+pub(crate) fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
     // f32::min/max return the non-NaN operand, so NaN only survives if every
     // value is NaN.
     map.iter()
@@ -98,7 +137,7 @@ fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
 ///
 /// Goes through the shortest `f32` decimal so that e.g. `0.1f32` is written
 /// as `0.1` rather than its widened `f64` value `0.10000000149011612`.
-fn f32_json(x: f32) -> serde_json::Value {
+pub(crate) fn f32_json(x: f32) -> serde_json::Value {
     x.to_string()
         .parse::<f64>()
         .ok()
@@ -130,6 +169,7 @@ mod tests {
             Normalize::Minmax,
             BitDepth::Eight,
             PngSpeed::Fast,
+            ZipInner::Png,
             manifest,
         )
         .unwrap()
@@ -190,8 +230,55 @@ mod tests {
             Normalize::Abs,
             BitDepth::Eight,
             PngSpeed::Fast,
+            ZipInner::Png,
             serde_json::json!([1]),
         );
         assert!(matches!(r, Err(CodecError::Encode(_))));
+    }
+
+    #[test]
+    fn webp_and_tiff_inner_files_hold_the_png_pixels_and_the_raw_values() {
+        let maps: Vec<Vec<f32>> = vec![vec![-1.5, 0.25, 7.0, 3.0], vec![2.0, 2.0, 1.0, -0.5]];
+        let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+        let zip_of = |inner| {
+            let bytes = encode_zip(
+                &refs,
+                1,
+                2,
+                2,
+                2,
+                Normalize::Minmax,
+                BitDepth::Eight,
+                PngSpeed::Fast,
+                inner,
+                serde_json::Value::Null,
+            )
+            .unwrap();
+            (zip::ZipArchive::new(Cursor::new(bytes.0)).unwrap(), bytes.1)
+        };
+        let read = |z: &mut zip::ZipArchive<Cursor<Vec<u8>>>, name: &str| {
+            let mut v = Vec::new();
+            z.by_name(name).unwrap().read_to_end(&mut v).unwrap();
+            v
+        };
+        let (mut png, r_png) = zip_of(ZipInner::Png);
+        let (mut webp, r_webp) = zip_of(ZipInner::Webp);
+        assert_eq!(r_png, r_webp);
+        for j in 0..2 {
+            let a = image::load_from_memory(&read(&mut png, &format!("n0_c{j}.png"))).unwrap();
+            let b = image::load_from_memory(&read(&mut webp, &format!("n0_c{j}.webp"))).unwrap();
+            assert_eq!(a.to_rgb8(), b.to_rgb8());
+        }
+        let (mut tif, r_tif) = zip_of(ZipInner::Tiff);
+        assert!(r_tif.is_empty());
+        let mut d = tiff::decoder::Decoder::new(Cursor::new(read(&mut tif, "n0_c1.tif"))).unwrap();
+        match d.read_image().unwrap() {
+            tiff::decoder::DecodingResult::F32(v) => assert_eq!(v, maps[1]),
+            _ => panic!("not float"),
+        }
+        let m: serde_json::Value =
+            serde_json::from_slice(&read(&mut tif, "manifest.json")).unwrap();
+        assert_eq!(m["maps"][1]["name"], "n0_c1.tif");
+        assert!(m["maps"][1].get("range").is_none());
     }
 }
