@@ -313,7 +313,12 @@ mod tests {
             max_pixels: 1 << 28,
             max_alloc_bytes: 1 << 30,
         };
-        crate::codec::decode_pixels(png.get_ref(), ColorMode::Rgb, 1.0 / 3.0, &limits).unwrap()
+        let opts = crate::codec::DecodeOptions {
+            color: ColorMode::Rgb,
+            scale: 1.0 / 3.0,
+            ..Default::default()
+        };
+        crate::codec::decode_pixels(png.get_ref(), &opts, &limits).unwrap()
     }
 
     fn layer(

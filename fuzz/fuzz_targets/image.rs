@@ -1,7 +1,7 @@
 //! Image decoding under small limits: any bytes, never a panic, never more than the limits.
 #![no_main]
 
-use convd::codec::{decode_image, ColorMode, DecodeLimits};
+use convd::codec::{decode_image, ColorMode, DecodeLimits, DecodeOptions, OrientationMode};
 use libfuzzer_sys::fuzz_target;
 
 const LIMITS: DecodeLimits = DecodeLimits {
@@ -12,14 +12,20 @@ const LIMITS: DecodeLimits = DecodeLimits {
 };
 
 fuzz_target!(|data: &[u8]| {
-    let (color, bytes) = match data.split_first() {
+    let (opts, bytes) = match data.split_first() {
         Some((c, rest)) => (
-            [ColorMode::Auto, ColorMode::Gray, ColorMode::Rgb, ColorMode::Rgba][usize::from(*c & 3)],
+            DecodeOptions {
+                color: [ColorMode::Auto, ColorMode::Gray, ColorMode::Rgb, ColorMode::Rgba]
+                    [usize::from(*c & 3)],
+                orientation: [OrientationMode::Exif, OrientationMode::Ignore]
+                    [usize::from(*c >> 2 & 1)],
+                scale: 1.0,
+            },
             rest,
         ),
         None => return,
     };
-    if let Ok(img) = decode_image(bytes, color, 1.0, &LIMITS) {
+    if let Ok(img) = decode_image(bytes, &opts, &LIMITS) {
         assert!((img.width * img.height) as u64 <= LIMITS.max_pixels);
         assert_eq!(img.data.len(), img.channels * img.width * img.height);
     }

@@ -1,45 +1,117 @@
 //! Decoding of encoded image bytes (PNG, JPEG, WebP, GIF, BMP, TIFF) into
-//! float32 CHW planes.
+//! float32 CHW planes, upright and at the precision the file holds.
 //!
 //! The format is sniffed from the leading magic bytes only; file names and
 //! content types are never consulted. Header dimensions are checked against
 //! [`DecodeLimits`] before any pixel buffer is allocated, and the decoder
-//! itself runs under an [`image::Limits`] budget as a second guard. Pixel
-//! values are 8-bit intensities (16-bit and float sources are reduced to 8 bit
-//! the way `image`'s `to_rgb8` / `to_luma8` do) multiplied by a caller-chosen
-//! scale.
+//! itself runs under an [`image::Limits`] (or `tiff::decoder::Limits`) budget as a
+//! second guard.
+//!
+//! **Numeric ranges.** Samples keep the type the file stores them in, and every float
+//! value is `sample · scale`:
+//! - 8-bit files (every format): `0..=255`, as before;
+//! - 16-bit PNG and TIFF (gray, gray+alpha, RGB, RGBA): `0..=65535`, as Pillow and NumPy
+//!   read them (`scale: 1/65535` gives `0..1`); all 16 bits are kept;
+//! - 32-bit float TIFF (gray, gray+alpha, RGB, RGBA; read by [`float_tiff`]): the stored
+//!   values exactly (negative and fractional ones included), times `scale` (1 by default).
+//!
+//! **Orientation.** With [`OrientationMode::Exif`] (the default) the EXIF Orientation tag
+//! (JPEG APP1, PNG eXIf, WebP EXIF, TIFF tag 274) is applied before anything else, as
+//! browsers do, so [`Pixels`] and [`Header`] are upright (orientations 5–8 swap width and
+//! height; the limits apply to the upright sides). [`OrientationMode::Ignore`] keeps the
+//! stored order, as Pillow's `Image.open` does. See [`orient`] for the table.
 
 use std::io::Cursor;
 
+use image::metadata::Orientation;
 use image::{ColorType, DynamicImage, ImageDecoder, ImageError, ImageFormat, ImageReader};
 use rayon::prelude::*;
 
 use super::CodecError;
 
+mod float_tiff;
+mod orient;
+
 /// Requested channel layout of the decoded planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ColorMode {
-    /// Grayscale sources (L, LA, L16, LA16) give 1 channel, everything else
+    /// Grayscale sources (L, LA, L16, LA16, float gray) give 1 channel, everything else
     /// 3 channels RGB. Alpha is always dropped.
     #[default]
     Auto,
-    /// 1 channel, identical to Pillow's `convert('L')`:
-    /// `(R*19595 + G*38470 + B*7471 + 0x8000) >> 16` on 8-bit RGB; 8-bit
-    /// grayscale sources are passed through unchanged.
+    /// 1 channel. 8-bit RGB: Pillow's `convert('L')`,
+    /// `(R*19595 + G*38470 + B*7471 + 0x8000) >> 16`; 16-bit RGB: the same integer formula
+    /// on the 16-bit samples (a value in `0..=65535`); float RGB:
+    /// `0.299*R + 0.587*G + 0.114*B` in f32. Grayscale sources pass through unchanged.
     Gray,
     /// 3 channels R, G, B (grayscale is replicated, alpha dropped).
     Rgb,
-    /// 4 channels R, G, B, A (opaque sources get A = 255).
+    /// 4 channels R, G, B, A (opaque sources get A = 255, 65535 or 1.0 by sample type).
     Rgba,
+}
+
+/// Whether the EXIF Orientation tag is applied (spec member `orientation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OrientationMode {
+    /// Apply the tag (all 8 values) before anything else, as browsers do.
+    #[default]
+    Exif,
+    /// Keep the stored pixel order (what Pillow's `Image.open` gives).
+    Ignore,
+}
+
+/// How an image is decoded: channels, orientation and the factor applied to samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeOptions {
+    /// Channel layout of the planes.
+    pub color: ColorMode,
+    /// Whether the EXIF Orientation tag is applied.
+    pub orientation: OrientationMode,
+    /// Every float value is the sample times this ([`probe`] ignores it).
+    pub scale: f32,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            color: ColorMode::Auto,
+            orientation: OrientationMode::Exif,
+            scale: 1.0,
+        }
+    }
+}
+
+/// The type a file stores its samples in, kept by [`Pixels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SampleType {
+    /// 8-bit unsigned, `0..=255`.
+    U8,
+    /// 16-bit unsigned, `0..=65535`.
+    U16,
+    /// 32-bit IEEE float, as stored.
+    F32,
+}
+
+impl SampleType {
+    /// Bytes per sample.
+    pub fn size(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::U16 => 2,
+            Self::F32 => 4,
+        }
+    }
 }
 
 /// Size limits enforced while decoding.
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
-    /// Maximum image width in pixels.
+    /// Maximum (upright) image width in pixels.
     pub max_width: u32,
-    /// Maximum image height in pixels.
+    /// Maximum (upright) image height in pixels.
     pub max_height: u32,
     /// Maximum `width * height` in pixels.
     pub max_pixels: u64,
@@ -66,9 +138,9 @@ pub struct DecodedImage {
 /// What an image's header says, read before any pixel is decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
-    /// Width in pixels.
+    /// Upright width in pixels.
     pub width: usize,
-    /// Height in pixels.
+    /// Upright height in pixels.
     pub height: usize,
     /// Channels of the float planes the image gives in the requested [`ColorMode`].
     pub channels: usize,
@@ -76,10 +148,21 @@ pub struct Header {
     pub decoded_bytes: u64,
     /// Sniffed source format, e.g. `"png"`.
     pub format: &'static str,
+    /// The type the samples are held in.
+    pub sample: SampleType,
 }
 
-/// A decoded image, held as the 8-bit samples the decoder gave, until its rows are turned
-/// into float planes ([`Pixels::rows`]).
+/// Interleaved samples in the type the file stores them in.
+#[derive(Debug)]
+enum Samples {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    F32(Vec<f32>),
+}
+
+/// A decoded image, upright, held as the samples the decoder gave (8-bit, 16-bit or
+/// float), until its rows are turned into float planes ([`Pixels::rows`], the one
+/// conversion point).
 #[derive(Debug)]
 pub struct Pixels {
     /// Width `W` in pixels.
@@ -91,10 +174,11 @@ pub struct Pixels {
     /// Sniffed source format, e.g. `"png"`.
     pub format: &'static str,
     /// Interleaved samples, `samples_per_pixel` per pixel, row-major.
-    samples: Vec<u8>,
+    samples: Samples,
     samples_per_pixel: usize,
-    /// Pillow's luma of RGB samples into one channel.
+    /// The luma of RGB samples into one channel ([`ColorMode::Gray`]).
     luma: bool,
+    scale: f32,
     /// `v as f32 · scale` for every 8-bit value.
     lut: [f32; 256],
 }
@@ -102,11 +186,25 @@ pub struct Pixels {
 impl Pixels {
     /// Bytes held by the samples.
     pub fn bytes(&self) -> usize {
-        self.samples.len()
+        match &self.samples {
+            Samples::U8(s) => s.len(),
+            Samples::U16(s) => s.len() * 2,
+            Samples::F32(s) => s.len() * 4,
+        }
+    }
+
+    /// The type the samples are held in.
+    pub fn sample(&self) -> SampleType {
+        match self.samples {
+            Samples::U8(_) => SampleType::U8,
+            Samples::U16(_) => SampleType::U16,
+            Samples::F32(_) => SampleType::F32,
+        }
     }
 
     /// Rows `rows` of every channel as float planes: `out` is `[C, rows.len(), W]`,
-    /// row-major, each value the 8-bit sample times the scale.
+    /// row-major, each value the sample (or its luma, see [`ColorMode::Gray`]) times the
+    /// scale.
     ///
     /// # Panics
     /// If `rows` is beyond the image or `out.len() != C · rows.len() · W`.
@@ -114,22 +212,39 @@ impl Pixels {
         let (w, k) = (self.width, self.samples_per_pixel);
         let n = rows.len() * w;
         assert_eq!(out.len(), self.channels * n, "planes of {rows:?}");
-        let src = &self.samples[rows.start * w * k..rows.end * w * k];
-        let lut = &self.lut;
-        if self.luma {
-            for (o, p) in out.iter_mut().zip(src.chunks_exact(3)) {
-                *o = lut[usize::from(pillow_luma(p[0], p[1], p[2]))];
+        let span = rows.start * w * k..rows.end * w * k;
+        let (luma, scale) = (self.luma, self.scale);
+        match &self.samples {
+            Samples::U8(s) => {
+                let lut = &self.lut;
+                convert(
+                    &s[span],
+                    out,
+                    k,
+                    n,
+                    luma,
+                    |v| lut[usize::from(v)],
+                    |p| lut[usize::from(pillow_luma(p[0], p[1], p[2]))],
+                )
             }
-        } else if k == 1 {
-            for (o, &v) in out.iter_mut().zip(src) {
-                *o = lut[usize::from(v)];
-            }
-        } else {
-            for (c, plane) in out.chunks_exact_mut(n).enumerate() {
-                for (o, p) in plane.iter_mut().zip(src.chunks_exact(k)) {
-                    *o = lut[usize::from(p[c])];
-                }
-            }
+            Samples::U16(s) => convert(
+                &s[span],
+                out,
+                k,
+                n,
+                luma,
+                |v| f32::from(v) * scale,
+                |p| f32::from(pillow_luma16(p[0], p[1], p[2])) * scale,
+            ),
+            Samples::F32(s) => convert(
+                &s[span],
+                out,
+                k,
+                n,
+                luma,
+                |v| v * scale,
+                |p| float_luma(p[0], p[1], p[2]) * scale,
+            ),
         }
     }
 
@@ -171,34 +286,68 @@ impl Pixels {
     }
 }
 
+/// Interleaved samples (`k` per pixel, `n` pixels) into `[C, n]` planes: the luma of
+/// three samples, or each sample.
+fn convert<T: Copy>(
+    src: &[T],
+    out: &mut [f32],
+    k: usize,
+    n: usize,
+    luma: bool,
+    value: impl Fn(T) -> f32,
+    luma_of: impl Fn(&[T]) -> f32,
+) {
+    if luma {
+        for (o, p) in out.iter_mut().zip(src.chunks_exact(3)) {
+            *o = luma_of(p);
+        }
+    } else if k == 1 {
+        for (o, &v) in out.iter_mut().zip(src) {
+            *o = value(v);
+        }
+    } else {
+        for (c, plane) in out.chunks_exact_mut(n).enumerate() {
+            for (o, p) in plane.iter_mut().zip(src.chunks_exact(k)) {
+                *o = value(p[c]);
+            }
+        }
+    }
+}
+
 /// Pixels per parallel task of the conversion to floats.
 const CHUNK: usize = 1 << 16;
 
-/// Reads the header of `bytes`: format, size and the channels `color` gives, checked
-/// against `limits`; nothing is decoded.
+/// Reads the header of `bytes`: format, upright size (per `opts.orientation`), the
+/// channels `opts.color` gives and the bytes the samples will take, checked against
+/// `limits`; nothing is decoded.
 ///
 /// # Errors
 /// As [`decode_pixels`], except [`CodecError::Corrupt`] for data past the header.
-pub fn probe(bytes: &[u8], color: ColorMode, limits: &DecodeLimits) -> Result<Header, CodecError> {
-    let (decoder, format) = open(bytes, limits)?;
-    let (w, h) = decoder.dimensions();
+pub fn probe(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    limits: &DecodeLimits,
+) -> Result<Header, CodecError> {
+    let src = open(bytes, opts.orientation, limits)?;
+    let (w, h) = orient::upright(src.width, src.height, src.orientation);
     check_dimensions(w, h, limits)?;
-    let spp = samples_per_pixel(decoder.color_type(), color);
-    let channels = planes_of(decoder.color_type(), color);
+    let lay = Layout::of(src.gray, src.sample, opts.color);
     Ok(Header {
         width: w as usize,
         height: h as usize,
-        channels,
-        decoded_bytes: u64::from(w) * u64::from(h) * spp as u64,
-        format,
+        channels: lay.channels,
+        decoded_bytes: u64::from(w) * u64::from(h) * (lay.spp * src.sample.size()) as u64,
+        format: src.format,
+        sample: src.sample,
     })
 }
 
-/// Decodes `bytes` into [`Pixels`]: the samples as the decoder gives them (converted to
-/// the 8-bit layout `color` needs), to be turned into float planes row by row.
+/// Decodes `bytes` into [`Pixels`]: upright (per `opts.orientation`), the samples in the
+/// type the file holds (8-bit, 16-bit or float, converted to the layout `opts.color`
+/// needs), to be turned into float planes row by row.
 ///
-/// Each float value is the 8-bit sample (0..=255) multiplied by `scale` (use 1.0 for
-/// 0..255, `1.0 / 255.0` for 0..1). Animated GIFs yield their first frame.
+/// Each float value is the sample multiplied by `opts.scale` (the ranges are in the
+/// module doc). Animated GIFs yield their first frame.
 ///
 /// # Errors
 ///
@@ -210,48 +359,37 @@ pub fn probe(bytes: &[u8], color: ColorMode, limits: &DecodeLimits) -> Result<He
 /// - [`CodecError::Corrupt`] if the data is truncated or malformed.
 pub fn decode_pixels(
     bytes: &[u8],
-    color: ColorMode,
-    scale: f32,
+    opts: &DecodeOptions,
     limits: &DecodeLimits,
 ) -> Result<Pixels, CodecError> {
-    let (mut decoder, format) = open(bytes, limits)?;
-    let (w, h) = decoder.dimensions();
+    let src = open(bytes, opts.orientation, limits)?;
+    let (sw, sh, o) = (src.width, src.height, src.orientation);
+    let (w, h) = orient::upright(sw, sh, o);
     check_dimensions(w, h, limits)?;
-
-    // Second guard: the decoder's own limits, with the output buffer reserved
-    // first exactly as `ImageReader::decode` does.
-    let total = decoder.total_bytes();
-    let mut full = image::Limits::no_limits();
-    full.max_image_width = Some(limits.max_width);
-    full.max_image_height = Some(limits.max_height);
-    full.max_alloc = Some(limits.max_alloc_bytes);
-    full.reserve(total)
-        .map_err(|e| map_image_error(e, limits, Some(total)))?;
-    decoder
-        .set_limits(full)
-        .map_err(|e| map_image_error(e, limits, Some(total)))?;
-
-    let source = decoder.color_type();
-    let img =
-        DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits, Some(total)))?;
-    let channels = planes_of(source, color);
-    let (samples, samples_per_pixel, luma) = match color {
-        ColorMode::Auto | ColorMode::Gray if is_gray(source) => {
-            (img.into_luma8().into_raw(), 1, false)
+    let lay = Layout::of(src.gray, src.sample, opts.color);
+    let samples = match src.decoder {
+        Source::Image(decoder) => from_image(decoder, sw, sh, &lay, limits)?,
+        Source::FloatTiff(t) => {
+            let k = t.samples;
+            Samples::F32(relayout_float(&t.read(limits)?, k, lay.spp))
         }
-        ColorMode::Gray => (img.into_rgb8().into_raw(), 3, true),
-        ColorMode::Auto | ColorMode::Rgb => (img.into_rgb8().into_raw(), 3, false),
-        ColorMode::Rgba => (img.into_rgba8().into_raw(), 4, false),
+    };
+    let (sw, sh, k) = (sw as usize, sh as usize, lay.spp);
+    let samples = match samples {
+        Samples::U8(s) => Samples::U8(orient::orient(s, sw, sh, k, o)),
+        Samples::U16(s) => Samples::U16(orient::orient(s, sw, sh, k, o)),
+        Samples::F32(s) => Samples::F32(orient::orient(s, sw, sh, k, o)),
     };
     Ok(Pixels {
         width: w as usize,
         height: h as usize,
-        channels,
-        format,
+        channels: lay.channels,
+        format: src.format,
         samples,
-        samples_per_pixel,
-        luma,
-        lut: std::array::from_fn(|v| v as f32 * scale),
+        samples_per_pixel: lay.spp,
+        luma: lay.luma,
+        scale: opts.scale,
+        lut: std::array::from_fn(|v| v as f32 * opts.scale),
     })
 }
 
@@ -261,11 +399,10 @@ pub fn decode_pixels(
 /// As [`decode_pixels`].
 pub fn decode_image(
     bytes: &[u8],
-    color: ColorMode,
-    scale: f32,
+    opts: &DecodeOptions,
     limits: &DecodeLimits,
 ) -> Result<DecodedImage, CodecError> {
-    let px = decode_pixels(bytes, color, scale, limits)?;
+    let px = decode_pixels(bytes, opts, limits)?;
     Ok(DecodedImage {
         channels: px.channels,
         height: px.height,
@@ -275,12 +412,60 @@ pub fn decode_image(
     })
 }
 
-/// The decoder for `bytes`, its header read under the allocation budget only (so that the
-/// dimensions can be read and reported precisely by [`check_dimensions`]).
+/// The decoder that reads a file: `image`'s, or the `tiff` crate's for float TIFF.
+enum Source<'a> {
+    Image(Box<dyn ImageDecoder + 'a>),
+    FloatTiff(Box<float_tiff::FloatTiff<'a>>),
+}
+
+/// A file whose header has been read.
+struct Opened<'a> {
+    decoder: Source<'a>,
+    format: &'static str,
+    /// Stored width and height.
+    width: u32,
+    height: u32,
+    /// The orientation to apply (`NoTransforms` when ignored or absent).
+    orientation: Orientation,
+    /// Whether the source is grayscale ([`ColorMode::Auto`] gives 1 channel).
+    gray: bool,
+    sample: SampleType,
+}
+
+/// The samples [`Pixels`] holds for a source in a [`ColorMode`].
+struct Layout {
+    /// Samples per pixel held.
+    spp: usize,
+    /// Three RGB samples held, one luma channel given.
+    luma: bool,
+    /// Channels of the float planes.
+    channels: usize,
+}
+
+impl Layout {
+    fn of(gray: bool, _sample: SampleType, color: ColorMode) -> Self {
+        let (spp, luma, channels) = match color {
+            ColorMode::Auto | ColorMode::Gray if gray => (1, false, 1),
+            ColorMode::Gray => (3, true, 1),
+            ColorMode::Auto | ColorMode::Rgb => (3, false, 3),
+            ColorMode::Rgba => (4, false, 4),
+        };
+        Self {
+            spp,
+            luma,
+            channels,
+        }
+    }
+}
+
+/// Opens `bytes` and reads its header (and orientation, unless `mode` ignores it), under
+/// the allocation budget only (so that the dimensions can be read and reported precisely
+/// by [`check_dimensions`]).
 fn open<'a>(
     bytes: &'a [u8],
+    mode: OrientationMode,
     limits: &DecodeLimits,
-) -> Result<(Box<dyn ImageDecoder + 'a>, &'static str), CodecError> {
+) -> Result<Opened<'a>, CodecError> {
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| CodecError::Corrupt(e.to_string()))?;
@@ -297,32 +482,111 @@ fn open<'a>(
             ))
         }
     };
+    let wanted = |o: Orientation| match mode {
+        OrientationMode::Exif => o,
+        OrientationMode::Ignore => Orientation::NoTransforms,
+    };
+    if format == "tiff" && float_tiff::is_float(bytes) {
+        let t = float_tiff::FloatTiff::open(bytes, limits)?;
+        return Ok(Opened {
+            format,
+            width: t.width,
+            height: t.height,
+            orientation: wanted(t.orientation),
+            gray: t.samples <= 2,
+            sample: SampleType::F32,
+            decoder: Source::FloatTiff(Box::new(t)),
+        });
+    }
     let mut alloc_only = image::Limits::no_limits();
     alloc_only.max_alloc = Some(limits.max_alloc_bytes);
     let mut reader = reader;
     reader.limits(alloc_only);
-    let decoder = reader
+    let mut decoder = reader
         .into_decoder()
         .map_err(|e| map_image_error(e, limits, None))?;
-    Ok((Box::new(decoder), format))
+    let (width, height) = decoder.dimensions();
+    // A tag that cannot be read is no tag: browsers show such files as stored.
+    let orientation = match mode {
+        OrientationMode::Exif => decoder.orientation().unwrap_or(Orientation::NoTransforms),
+        OrientationMode::Ignore => Orientation::NoTransforms,
+    };
+    let source = decoder.color_type();
+    Ok(Opened {
+        decoder: Source::Image(Box::new(decoder)),
+        format,
+        width,
+        height,
+        orientation,
+        gray: is_gray(source),
+        sample: sample_type(source),
+    })
 }
 
-/// Channels of the float planes a `source` image gives in mode `color`.
-fn planes_of(source: ColorType, color: ColorMode) -> usize {
-    match color {
-        ColorMode::Auto if is_gray(source) => 1,
-        ColorMode::Gray => 1,
-        ColorMode::Auto | ColorMode::Rgb => 3,
-        ColorMode::Rgba => 4,
+/// Decodes with `image` into the layout `lay`, keeping the source's sample type.
+fn from_image(
+    mut decoder: Box<dyn ImageDecoder + '_>,
+    w: u32,
+    h: u32,
+    lay: &Layout,
+    limits: &DecodeLimits,
+) -> Result<Samples, CodecError> {
+    // Second guard: the decoder's own limits (on the stored sides), with the output buffer
+    // reserved first exactly as `ImageReader::decode` does.
+    let total = decoder.total_bytes();
+    let mut full = image::Limits::no_limits();
+    full.max_image_width = Some(limits.max_width.max(limits.max_height));
+    full.max_image_height = Some(limits.max_width.max(limits.max_height));
+    full.max_alloc = Some(limits.max_alloc_bytes);
+    full.reserve(total)
+        .map_err(|e| map_image_error(e, limits, Some(total)))?;
+    decoder
+        .set_limits(full)
+        .map_err(|e| map_image_error(e, limits, Some(total)))?;
+    let source = decoder.color_type();
+    let img =
+        DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits, Some(total)))?;
+    debug_assert_eq!((img.width(), img.height()), (w, h));
+    Ok(match (sample_type(source), lay.spp) {
+        (SampleType::U8, 1) => Samples::U8(img.into_luma8().into_raw()),
+        (SampleType::U8, 3) => Samples::U8(img.into_rgb8().into_raw()),
+        (SampleType::U8, _) => Samples::U8(img.into_rgba8().into_raw()),
+        (SampleType::U16, 1) => Samples::U16(img.into_luma16().into_raw()),
+        (SampleType::U16, 3) => Samples::U16(img.into_rgb16().into_raw()),
+        (SampleType::U16, _) => Samples::U16(img.into_rgba16().into_raw()),
+        (SampleType::F32, 1) => Samples::F32(img.to_luma32f().into_raw()),
+        (SampleType::F32, 3) => Samples::F32(img.into_rgb32f().into_raw()),
+        (SampleType::F32, _) => Samples::F32(img.into_rgba32f().into_raw()),
+    })
+}
+
+/// Float samples, `k` per pixel in the file (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA), in
+/// the layout of `spp` samples per pixel: alpha dropped, gray replicated, missing alpha 1.
+fn relayout_float(src: &[f32], k: usize, spp: usize) -> Vec<f32> {
+    if k == spp {
+        return src.to_vec();
     }
+    let gray = k <= 2;
+    let alpha = |p: &[f32]| if k == 2 || k == 4 { p[k - 1] } else { 1.0 };
+    let mut out = Vec::with_capacity(src.len() / k * spp);
+    for p in src.chunks_exact(k) {
+        match (spp, gray) {
+            (1, _) => out.push(p[0]),
+            (3, true) => out.extend([p[0], p[0], p[0]]),
+            (3, false) => out.extend_from_slice(&p[..3]),
+            (_, true) => out.extend([p[0], p[0], p[0], alpha(p)]),
+            (_, false) => out.extend([p[0], p[1], p[2], alpha(p)]),
+        }
+    }
+    out
 }
 
-/// 8-bit samples per pixel [`decode_pixels`] holds for a `source` image in mode `color`.
-fn samples_per_pixel(source: ColorType, color: ColorMode) -> usize {
-    match color {
-        ColorMode::Auto | ColorMode::Gray if is_gray(source) => 1,
-        ColorMode::Gray | ColorMode::Auto | ColorMode::Rgb => 3,
-        ColorMode::Rgba => 4,
+/// The sample type `image` decodes a colour type into.
+fn sample_type(c: ColorType) -> SampleType {
+    match c {
+        ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16 => SampleType::U16,
+        ColorType::Rgb32F | ColorType::Rgba32F => SampleType::F32,
+        _ => SampleType::U8,
     }
 }
 
@@ -400,10 +664,31 @@ fn pillow_luma(r: u8, g: u8, b: u8) -> u8 {
     u8::try_from(l).unwrap_or(u8::MAX)
 }
 
+/// Pillow's integer weights on one 16-bit RGB pixel: `0..=65535`, no bit lost to an 8-bit
+/// intermediate.
+fn pillow_luma16(r: u16, g: u16, b: u16) -> u16 {
+    let l = (u64::from(r) * 19595 + u64::from(g) * 38470 + u64::from(b) * 7471 + 0x8000) >> 16;
+    // The weights sum to 65536, so `l <= 65535` always holds.
+    u16::try_from(l).unwrap_or(u16::MAX)
+}
+
+/// ITU-R 601-2 luma of one float RGB pixel, in f32.
+fn float_luma(r: f32, g: f32, b: f32) -> f32 {
+    0.299 * r + 0.587 * g + 0.114 * b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::{ImageFormat, Luma, LumaA, Rgb, Rgba};
+
+    fn opts(color: ColorMode, scale: f32) -> DecodeOptions {
+        DecodeOptions {
+            color,
+            scale,
+            ..DecodeOptions::default()
+        }
+    }
 
     fn limits() -> DecodeLimits {
         DecodeLimits {
@@ -474,7 +759,7 @@ mod tests {
     #[test]
     fn rgb_png_decodes_to_three_chw_planes_in_auto_mode() {
         let bytes = encode(&rgb_2x2(), ImageFormat::Png);
-        let d = decode_image(&bytes, ColorMode::Auto, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Auto, 1.0), &limits()).unwrap();
         assert_eq!((d.channels, d.height, d.width, d.format), (3, 2, 2, "png"));
         assert_eq!(
             d.data,
@@ -485,7 +770,7 @@ mod tests {
     #[test]
     fn gray_mode_applies_the_pillow_formula_to_rgb_sources() {
         let bytes = encode(&rgb_2x2(), ImageFormat::Bmp);
-        let d = decode_image(&bytes, ColorMode::Gray, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Gray, 1.0), &limits()).unwrap();
         assert_eq!((d.channels, d.format), (1, "bmp"));
         assert_eq!(d.data, [76., 150., 29., 18.]);
     }
@@ -493,7 +778,7 @@ mod tests {
     #[test]
     fn scale_multiplies_every_sample() {
         let bytes = encode(&rgb_2x2(), ImageFormat::Png);
-        let d = decode_image(&bytes, ColorMode::Gray, 1.0 / 255.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Gray, 1.0 / 255.0), &limits()).unwrap();
         assert_eq!(d.data[0], 76.0 * (1.0 / 255.0));
         assert!(d.data.iter().all(|v| (0.0..=1.0).contains(v)));
     }
@@ -505,37 +790,35 @@ mod tests {
         }));
         let bytes = encode(&img, ImageFormat::Png);
         for mode in [ColorMode::Auto, ColorMode::Gray] {
-            let d = decode_image(&bytes, mode, 1.0, &limits()).unwrap();
+            let d = decode_image(&bytes, &opts(mode, 1.0), &limits()).unwrap();
             assert_eq!((d.channels, d.height, d.width), (1, 1, 3));
             assert_eq!(d.data, [7., 128., 250.]);
         }
     }
 
     #[test]
-    fn sixteen_bit_gray_is_reduced_to_eight_bit_like_to_luma8() {
+    fn sixteen_bit_gray_keeps_all_sixteen_bits() {
         let img = DynamicImage::ImageLuma16(image::ImageBuffer::from_fn(4, 1, |x, _| {
-            Luma([[0u16, 257, 32896, 65535][x as usize]])
+            Luma([[0u16, 257, 32897, 65535][x as usize]])
         }));
-        let expected: Vec<f32> = img.to_luma8().pixels().map(|p| f32::from(p[0])).collect();
         let bytes = encode(&img, ImageFormat::Png);
-        let d = decode_image(&bytes, ColorMode::Auto, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Auto, 1.0), &limits()).unwrap();
         assert_eq!(d.channels, 1);
-        assert_eq!(d.data, expected);
-        assert_eq!(d.data, [0., 1., 128., 255.]);
+        assert_eq!(d.data, [0., 257., 32897., 65535.]);
     }
 
     #[test]
     fn rgba_mode_keeps_alpha_and_rgb_mode_replicates_gray() {
         let img = DynamicImage::ImageRgba8(image::RgbaImage::from_pixel(1, 1, Rgba([1, 2, 3, 4])));
         let bytes = encode(&img, ImageFormat::Png);
-        let d = decode_image(&bytes, ColorMode::Rgba, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Rgba, 1.0), &limits()).unwrap();
         assert_eq!((d.channels, d.data.as_slice()), (4, &[1., 2., 3., 4.][..]));
-        let d = decode_image(&bytes, ColorMode::Auto, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Auto, 1.0), &limits()).unwrap();
         assert_eq!((d.channels, d.data.as_slice()), (3, &[1., 2., 3.][..]));
 
         let gray = DynamicImage::ImageLuma8(image::GrayImage::from_pixel(1, 1, Luma([42])));
         let bytes = encode(&gray, ImageFormat::Png);
-        let d = decode_image(&bytes, ColorMode::Rgb, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Rgb, 1.0), &limits()).unwrap();
         assert_eq!((d.channels, d.data.as_slice()), (3, &[42., 42., 42.][..]));
     }
 
@@ -543,7 +826,7 @@ mod tests {
     fn jpeg_is_sniffed_and_decoded_approximately() {
         let img = DynamicImage::ImageRgb8(image::RgbImage::from_pixel(16, 8, Rgb([200, 100, 50])));
         let bytes = encode(&img, ImageFormat::Jpeg);
-        let d = decode_image(&bytes, ColorMode::Rgb, 1.0, &limits()).unwrap();
+        let d = decode_image(&bytes, &opts(ColorMode::Rgb, 1.0), &limits()).unwrap();
         assert_eq!(
             (d.channels, d.height, d.width, d.format),
             (3, 8, 16, "jpeg")
@@ -568,8 +851,8 @@ mod tests {
             ColorMode::Rgb,
             ColorMode::Rgba,
         ] {
-            let px = decode_pixels(&bytes, mode, 0.5, &limits()).unwrap();
-            let head = probe(&bytes, mode, &limits()).unwrap();
+            let px = decode_pixels(&bytes, &opts(mode, 0.5), &limits()).unwrap();
+            let head = probe(&bytes, &opts(mode, 1.0), &limits()).unwrap();
             assert_eq!(
                 (head.width, head.height, head.channels, head.format),
                 (5, 7, px.channels, "png")
@@ -593,7 +876,11 @@ mod tests {
     #[test]
     fn truncated_png_is_reported_as_corrupt() {
         let bytes = encode(&rgb_2x2(), ImageFormat::Png);
-        let err = decode_image(&bytes[..bytes.len() / 2], ColorMode::Auto, 1.0, &limits());
+        let err = decode_image(
+            &bytes[..bytes.len() / 2],
+            &opts(ColorMode::Auto, 1.0),
+            &limits(),
+        );
         assert!(matches!(err, Err(CodecError::Corrupt(_))), "{err:?}");
     }
 
@@ -601,26 +888,29 @@ mod tests {
     fn random_text_is_reported_as_unsupported() {
         let err = decode_image(
             b"hello, this is not an image",
-            ColorMode::Auto,
-            1.0,
+            &opts(ColorMode::Auto, 1.0),
             &limits(),
         );
         assert!(matches!(err, Err(CodecError::Unsupported(_))), "{err:?}");
-        let err = decode_image(b"", ColorMode::Auto, 1.0, &limits());
+        let err = decode_image(b"", &opts(ColorMode::Auto, 1.0), &limits());
         assert!(matches!(err, Err(CodecError::Unsupported(_))), "{err:?}");
     }
 
     #[test]
     fn recognised_but_disabled_formats_are_unsupported() {
         // A PNM (P5) header: known to `image`, not accepted here.
-        let err = decode_image(b"P5\n2 2\n255\n\0\0\0\0", ColorMode::Auto, 1.0, &limits());
+        let err = decode_image(
+            b"P5\n2 2\n255\n\0\0\0\0",
+            &opts(ColorMode::Auto, 1.0),
+            &limits(),
+        );
         assert!(matches!(err, Err(CodecError::Unsupported(_))), "{err:?}");
     }
 
     #[test]
     fn huge_ihdr_is_rejected_from_the_header_without_decoding() {
         let bytes = png_with_header(100_000, 100_000);
-        let err = decode_image(&bytes, ColorMode::Auto, 1.0, &limits()).unwrap_err();
+        let err = decode_image(&bytes, &opts(ColorMode::Auto, 1.0), &limits()).unwrap_err();
         match err {
             CodecError::TooLarge {
                 what,
@@ -636,7 +926,7 @@ mod tests {
     #[test]
     fn pixel_count_limit_reports_the_product() {
         let bytes = png_with_header(5000, 5000);
-        let err = decode_image(&bytes, ColorMode::Auto, 1.0, &limits()).unwrap_err();
+        let err = decode_image(&bytes, &opts(ColorMode::Auto, 1.0), &limits()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -666,7 +956,7 @@ mod tests {
             max_alloc_bytes: 4,
             ..limits()
         };
-        let err = decode_image(&bytes, ColorMode::Auto, 1.0, &tight).unwrap_err();
+        let err = decode_image(&bytes, &opts(ColorMode::Auto, 1.0), &tight).unwrap_err();
         assert!(matches!(err, CodecError::TooLarge { .. }), "{err:?}");
     }
 
@@ -679,8 +969,11 @@ mod tests {
             (ImageFormat::WebP, "webp"),
         ] {
             let bytes = encode(&img, fmt);
-            let d = decode_image(&bytes, ColorMode::Rgb, 1.0, &limits()).unwrap();
+            let d = decode_image(&bytes, &opts(ColorMode::Rgb, 1.0), &limits()).unwrap();
             assert_eq!((d.format, d.channels, d.height, d.width), (name, 3, 2, 2));
         }
     }
 }
+
+#[cfg(test)]
+pub(crate) mod fidelity_tests;

@@ -11,12 +11,14 @@ use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use rayon::prelude::*;
 
+use super::layout::TileLayout;
 use super::CodecError;
 
 mod archive;
 mod canvas;
 mod render;
-pub use archive::{encode_zip, zip_rendered};
+pub use archive::{encode_zip, zip_rendered, zip_tiffs, ZipInner};
+pub(crate) use archive::{f32_json, non_nan_min_max};
 pub use canvas::{Band, Canvas, Grid};
 pub use render::{kept_floats, render, Rendered, Strips, Target, WholeMaps};
 
@@ -410,34 +412,80 @@ pub fn encode_png(
     picture(planes, grid, mode, depth, speed)
 }
 
-/// Encodes an `n`×`c` grid of maps as one grayscale PNG montage.
+/// Encodes the tiles of `layout` (see [`super::layout`]) as one PNG: a single tile is the
+/// picture itself; several are a montage.
 ///
-/// `maps[i*c + j]` is batch item `i`, channel `j`, each `h * w` floats. Rows
-/// of tiles are batch items, columns are channels; each map is normalised on
-/// its own. Tiles are separated by [`MONTAGE_GAP`] pixels of mid-grey (128 at
-/// 8 bit, 32768 at 16 bit) so that black maps stay visible. The image is
-/// `(n*h + (n-1)*gap)` rows × `(c*w + (c-1)*gap)` columns. Returns the PNG
+/// Each tile holds `layout.channels` maps (gray, RGB or RGBA), each `h * w` floats and
+/// normalised on its own. Tiles are separated by [`MONTAGE_GAP`] pixels of mid-grey (128
+/// at 8 bit, 32768 at 16 bit; opaque in RGBA) so that black maps stay visible. The image
+/// is `(rows*h + (rows-1)*gap)` rows × `(cols*w + (cols-1)*gap)` columns. Returns the PNG
 /// bytes and the ranges in map order.
 ///
 /// # Errors
 ///
-/// [`CodecError::Empty`] if any of `n`, `c`, `h`, `w` is 0;
-/// [`CodecError::TooLarge`] if the montage exceeds the PNG size limit;
-/// [`CodecError::Encode`] if `maps.len() != n*c`, a map has the wrong length,
-/// or the PNG encoder fails.
-#[allow(clippy::too_many_arguments)]
+/// [`CodecError::Empty`] if `h`, `w` or the tile count is 0; [`CodecError::TooLarge`] if
+/// the picture exceeds the PNG size limit; [`CodecError::Encode`] if the tiles are not
+/// the maps in order, a map has the wrong length, or the PNG encoder fails.
 pub fn encode_montage(
     maps: &[&[f32]],
-    n: usize,
-    c: usize,
+    layout: &TileLayout,
     h: usize,
     w: usize,
     mode: Normalize,
     depth: BitDepth,
     speed: PngSpeed,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
-    check_grid(maps, n, c, h, w)?;
-    picture(maps, Grid { n, c, h, w, k: 1 }, mode, depth, speed)
+    let grid = layout_grid(maps, layout, h, w)?;
+    let (canvas, ranges) = whole_picture(maps, grid, mode, depth)?;
+    Ok((canvas.png(speed)?, ranges))
+}
+
+/// Encodes the tiles of `layout` as a lossless WebP with exactly the pixels of the 8-bit
+/// PNG [`encode_montage`] gives. Returns the WebP bytes and the ranges in map order.
+///
+/// # Errors
+/// As [`encode_montage`] and [`super::webp::encode_webp`].
+pub fn encode_montage_webp(
+    maps: &[&[f32]],
+    layout: &TileLayout,
+    h: usize,
+    w: usize,
+    mode: Normalize,
+) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    let grid = layout_grid(maps, layout, h, w)?;
+    let (canvas, ranges) = whole_picture(maps, grid, mode, BitDepth::Eight)?;
+    Ok((canvas.webp()?, ranges))
+}
+
+/// The [`Grid`] of a tile layout, whose tiles must be the maps in order (`k` consecutive
+/// maps per tile, as [`super::layout::tile_layout`] makes them).
+fn layout_grid(
+    maps: &[&[f32]],
+    layout: &TileLayout,
+    h: usize,
+    w: usize,
+) -> Result<Grid, CodecError> {
+    let (rows, cols, k) = (layout.rows, layout.cols, layout.channels);
+    check_grid(maps, rows, cols * k, h, w)?;
+    let in_order = layout.tiles.len() == rows * cols
+        && layout
+            .tiles
+            .iter()
+            .enumerate()
+            .all(|(t, tile)| tile.iter().copied().eq(t * k..(t + 1) * k));
+    if !in_order {
+        return Err(CodecError::Encode(format!(
+            "{} tiles for a {rows}x{cols} grid of {k} channel(s), not the maps in order",
+            layout.tiles.len()
+        )));
+    }
+    Ok(Grid {
+        n: rows,
+        c: cols * k,
+        h,
+        w,
+        k,
+    })
 }
 
 /// Normalises whole maps into one picture for `grid` ([`render`]) and encodes it as a
@@ -449,6 +497,17 @@ fn picture(
     depth: BitDepth,
     speed: PngSpeed,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    let (canvas, ranges) = whole_picture(maps, grid, mode, depth)?;
+    Ok((canvas.png(speed)?, ranges))
+}
+
+/// Normalises whole maps into one picture for `grid` ([`render`]).
+fn whole_picture(
+    maps: &[&[f32]],
+    grid: Grid,
+    mode: Normalize,
+    depth: BitDepth,
+) -> Result<(Canvas, Vec<MapRange>), CodecError> {
     let strips = WholeMaps {
         maps,
         c: grid.c,
@@ -465,7 +524,7 @@ fn picture(
     let Target::One(canvas) = rendered.target else {
         unreachable!("render without per_map makes one picture")
     };
-    Ok((canvas.png(speed)?, rendered.ranges))
+    Ok((canvas, rendered.ranges))
 }
 
 /// Pixels per strip when whole maps are rendered.

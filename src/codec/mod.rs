@@ -1,5 +1,6 @@
 //! Pure image codec layer: turns encoded image bytes into float32 CHW planes
-//! and float maps back into PNG / montage / ZIP bytes.
+//! and float maps back into PNG / WebP / montage / ZIP bytes (`encode`, `webp`, with the
+//! colour rule of `layout`) or raw float32 TIFF (`tiff_out`).
 //!
 //! Nothing in here knows about HTTP; callers map [`CodecError`] onto their own
 //! error responses. Decoding sniffs the format from magic bytes only and checks
@@ -9,15 +10,22 @@
 
 pub mod decode;
 pub mod encode;
+pub mod layout;
+pub mod tiff_out;
+pub mod webp;
 
 pub use decode::{
-    decode_image, decode_pixels, probe, ColorMode, DecodeLimits, DecodedImage, Header, Pixels,
+    decode_image, decode_pixels, probe, ColorMode, DecodeLimits, DecodeOptions, DecodedImage,
+    Header, OrientationMode, Pixels, SampleType,
 };
 pub use encode::{
-    encode_montage, encode_png, encode_zip, kept_floats, normalize_map, render, zip_rendered, Band,
-    BitDepth, Canvas, Grid, MapRange, MapStats, Normalize, PngSpeed, Quantizer, Rendered, Strips,
-    Target, WholeMaps, MONTAGE_GAP,
+    encode_montage, encode_montage_webp, encode_png, encode_zip, kept_floats, normalize_map,
+    render, zip_rendered, zip_tiffs, Band, BitDepth, Canvas, Grid, MapRange, MapStats, Normalize,
+    PngSpeed, Quantizer, Rendered, Strips, Target, WholeMaps, ZipInner, MONTAGE_GAP,
 };
+pub use layout::{tile_layout, PictureColor, TileLayout};
+pub use tiff_out::encode_tiff;
+pub use webp::encode_webp;
 
 /// Errors produced by the codec layer.
 #[derive(Debug, thiserror::Error)]

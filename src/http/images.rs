@@ -17,12 +17,16 @@ use serde_json::{json, Value};
 use super::budget::Reservation;
 use super::job::compute;
 use super::negotiate::{content_type, negotiate, Timings};
-use super::reply::{tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, ZIP};
+use super::reply::{
+    tensor_reply, unsupported, Reply, TensorFormat, JSON, NPY, PNG, TIFF, WEBP, ZIP,
+};
 use super::AppState;
 use rayon::prelude::*;
 
+use crate::codec::webp::WEBP_MAX_SIDE;
 use crate::codec::{
-    self, BitDepth, CodecError, ColorMode, DecodeLimits, Grid, Header, Pixels, Rendered, Target,
+    self, BitDepth, CodecError, DecodeLimits, DecodeOptions, Grid, Header, Pixels, Rendered,
+    Target, ZipInner,
 };
 use crate::config::Limits;
 use crate::conv::buffers;
@@ -42,7 +46,7 @@ pub async fn kernels(State(app): State<AppState>) -> Json<Value> {
 
 /// `POST /v1/convolve`.
 pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply, ApiError> {
-    let accepted = negotiate(req.headers(), &[PNG, JSON, NPY, ZIP])?;
+    let accepted = negotiate(req.headers(), &[PNG, JSON, NPY, ZIP, TIFF, WEBP])?;
     let ct = content_type(req.headers());
     if ct.as_deref() != Some("multipart/form-data") {
         return Err(unsupported(ct.as_deref(), "multipart/form-data"));
@@ -69,16 +73,28 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 Some(JSON) => Format::Json,
                 Some(NPY) => Format::Npy,
                 Some(ZIP) => Format::Zip,
+                Some(TIFF) => Format::Tiff,
+                Some(WEBP) => Format::Webp,
                 _ => Format::Png,
             });
+            output.check(format)?;
             let dl = decode_limits(&limits);
+            let opts = spec.decode_options();
             // Every refusal is decided from the headers, before anything is decoded.
-            let head = probe_batch(&images, spec.color, &dl)?;
+            let head = probe_batch(&images, &opts, &dl)?;
             let [n, c_in, h, w] = head.shape;
             let max_side = usize::try_from(limits.max_kernel_side).unwrap_or(usize::MAX);
-            let (color, scale) = (spec.color, spec.scale);
-            let (stack, each) = spec.stack(c_in, max_side)?;
-            if matches!(format, Format::Json | Format::Npy) {
+            let stack = spec.stack(c_in, max_side)?;
+            // Raw floats (JSON, .npy, float TIFF, a ZIP of TIFFs) are whole tensors, under
+            // the tensor limits; pictures run in strips under their memory estimate.
+            let raw = match format {
+                Format::Json => Some(TensorFormat::Json),
+                Format::Npy => Some(TensorFormat::Npy),
+                Format::Tiff => Some(TensorFormat::Tiff),
+                _ => None,
+            };
+            let tiff_zip = format == Format::Zip && output.zip_format == Some(ZipInner::Tiff);
+            if raw.is_some() || tiff_zip {
                 let elements = head
                     .shape
                     .iter()
@@ -92,29 +108,43 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                     .at("/parts/image"));
                 }
                 let plan = crate::spec::plan(head.shape, stack, &limits)?;
-                let input = decode_batch(&images, color, scale, &dl)?;
+                let input = decode_batch(&images, &opts, &dl)?;
                 drop(images);
                 drop(reservation);
                 timings.record("decode", t);
-                let tensor = if format == Format::Json {
-                    TensorFormat::Json
-                } else {
-                    TensorFormat::Npy
-                };
-                return compute(input, plan, cancel, timings, |out, report, timings| {
-                    tensor_reply(out, report, tensor, timings)
-                });
+                return compute(
+                    input,
+                    plan,
+                    cancel,
+                    timings,
+                    |out, report, timings| match raw {
+                        Some(tensor) => tensor_reply(out, report, tensor, timings),
+                        None => tiff_zip_reply(out, report, timings),
+                    },
+                );
             }
             let plan = crate::spec::plan_picture(head.shape, stack, &limits)?;
             let [_, c, oh, ow] = plan.geoms.last().expect("a layer").output_shape();
-            let rgb = each && c_in == 3 && n == 1 && c == 3;
+            let layout = codec::tile_layout(n, c, c_in, output.color);
             let grid = Grid {
                 n,
                 c,
                 h: oh,
                 w: ow,
-                k: if rgb { 3 } else { 1 },
+                k: layout.channels,
             };
+            let zip_webp = format == Format::Zip && output.zip_format == Some(ZipInner::Webp);
+            if format == Format::Webp || zip_webp {
+                let (pw, ph) = if zip_webp { (ow, oh) } else { grid.size() };
+                for (what, side) in [("webp_width", pw), ("webp_height", ph)] {
+                    if side > WEBP_MAX_SIDE {
+                        return Err(
+                            ApiError::over_limit(what, WEBP_MAX_SIDE as u64, side as u64)
+                                .at("/parts/spec/output/format"),
+                        );
+                    }
+                }
+            }
             let per_map = format == Format::Zip;
             let (estimate, stack, plans) = pipeline::estimate(
                 &plan.layers,
@@ -133,7 +163,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 )
                 .at("/parts/image"));
             }
-            let pixels = decode_all(&images, color, scale, &dl)?;
+            let pixels = decode_all(&images, &opts, &dl)?;
             drop(images);
             drop(reservation);
             timings.record("decode", t);
@@ -179,6 +209,28 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
         .await
 }
 
+/// Raw feature maps as a ZIP of float32 TIFFs (whole tensor, no normalisation).
+fn tiff_zip_reply(
+    out: &Array4<f32>,
+    report: &ShapeReport,
+    mut timings: Timings,
+) -> Result<Reply, ApiError> {
+    let t = Instant::now();
+    let [_, c, h, w] = report.output_shape;
+    let data = out.as_slice().expect("contiguous");
+    let maps: Vec<&[f32]> = data.chunks_exact(h * w).collect();
+    let manifest = json!({
+        "shape": report.output_shape,
+        "input_shape": report.input_shape,
+        "layers": report.layers,
+        "receptive_field": report.receptive_field,
+        "macs": report.macs,
+    });
+    let body = codec::zip_tiffs(&maps, c, h, w, manifest).map_err(ApiError::internal)?;
+    timings.record("encode", t);
+    Reply::computed(ZIP, body, report.output_shape, timings)
+}
+
 /// The limits decoders run under.
 fn decode_limits(limits: &Limits) -> DecodeLimits {
     DecodeLimits {
@@ -199,13 +251,13 @@ struct BatchHead {
 /// batch of mixed sizes.
 fn probe_batch(
     images: &[Bytes],
-    color: ColorMode,
+    opts: &DecodeOptions,
     dl: &DecodeLimits,
 ) -> Result<BatchHead, ApiError> {
     let mut first: Option<Header> = None;
     let mut decoded = Vec::with_capacity(images.len());
     for (i, bytes) in images.iter().enumerate() {
-        let head = codec::probe(bytes, color, dl).map_err(|e| codec_error(e, i))?;
+        let head = codec::probe(bytes, opts, dl).map_err(|e| codec_error(e, i))?;
         match first {
             None => first = Some(head),
             Some(f) if (f.channels, f.height, f.width) != (head.channels, head.height, head.width) => {
@@ -229,14 +281,13 @@ fn probe_batch(
 /// Decodes every image of a batch (on the pool, one task per image).
 fn decode_all(
     images: &[Bytes],
-    color: ColorMode,
-    scale: f32,
+    opts: &DecodeOptions,
     dl: &DecodeLimits,
 ) -> Result<Vec<Pixels>, ApiError> {
     images
         .par_iter()
         .enumerate()
-        .map(|(i, b)| codec::decode_pixels(b, color, scale, dl).map_err(|e| codec_error(e, i)))
+        .map(|(i, b)| codec::decode_pixels(b, opts, dl).map_err(|e| codec_error(e, i)))
         .collect()
 }
 
@@ -301,11 +352,10 @@ fn codec_error(e: CodecError, i: usize) -> ApiError {
 /// Decodes the batch into float planes `[n, c, h, w]` (sizes checked by [`probe_batch`]).
 fn decode_batch(
     images: &[Bytes],
-    color: ColorMode,
-    scale: f32,
+    opts: &DecodeOptions,
     dl: &DecodeLimits,
 ) -> Result<Array4<f32>, ApiError> {
-    let pixels = decode_all(images, color, scale, dl)?;
+    let pixels = decode_all(images, opts, dl)?;
     let (c, h, w) = (pixels[0].channels, pixels[0].height, pixels[0].width);
     let data = if pixels.len() == 1 {
         pixels[0].planes()
@@ -321,7 +371,8 @@ fn decode_batch(
     Array4::from_shape_vec((pixels.len(), c, h, w), data).map_err(ApiError::internal)
 }
 
-/// The rendered picture(s) as a PNG or a ZIP of per-map PNGs.
+/// The rendered picture(s) as a PNG or WebP (one tile or a montage, gray or colour tiles
+/// by `codec::tile_layout`), or a ZIP of per-map PNGs or WebPs.
 fn picture_reply(
     rendered: Rendered,
     report: &ShapeReport,
@@ -351,11 +402,19 @@ fn picture_reply(
                 "memory": estimate,
             });
             let rendered = Rendered { target, ..rendered };
-            let (body, ranges) =
-                codec::zip_rendered(rendered, report.output_shape[1], normalize, speed, manifest)
-                    .map_err(enc)?;
+            let inner = output.zip_format.unwrap_or_default();
+            let (body, ranges) = codec::zip_rendered(
+                rendered,
+                report.output_shape[1],
+                normalize,
+                speed,
+                inner,
+                manifest,
+            )
+            .map_err(enc)?;
             (ZIP, body, ranges)
         }
+        (Format::Webp, Target::One(canvas)) => (WEBP, canvas.webp().map_err(enc)?, rendered.ranges),
         (_, Target::One(canvas)) => (PNG, canvas.png(speed).map_err(enc)?, rendered.ranges),
         (_, Target::PerMap(_)) => return Err(ApiError::internal("one picture per map for a PNG")),
     };

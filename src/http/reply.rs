@@ -20,6 +20,10 @@ pub const JSON: &str = "application/json";
 pub const PNG: &str = "image/png";
 /// Media type of ZIP archives.
 pub const ZIP: &str = "application/zip";
+/// Media type of TIFF files (float32 feature maps).
+pub const TIFF: &str = "image/tiff";
+/// Media type of WebP pictures.
+pub const WEBP: &str = "image/webp";
 
 /// A reply computed on the pool: media type, body, extra headers.
 pub struct Reply {
@@ -102,9 +106,12 @@ pub enum TensorFormat {
     Json,
     /// `.npy` file.
     Npy,
+    /// Float32 TIFF, one page per map, the report in the first page's description
+    /// ([`crate::codec::tiff_out`]).
+    Tiff,
 }
 
-/// Encodes a tensor result as JSON or npy, refusing non-finite values in JSON.
+/// Encodes a tensor result as JSON, npy or float32 TIFF, refusing non-finite values in JSON.
 ///
 /// # Errors
 /// 422 `output-not-finite` when JSON cannot carry the result.
@@ -120,6 +127,14 @@ pub fn tensor_reply(
     let nonfinite = data.iter().filter(|v| !v.is_finite()).count();
     let (content_type, body) = match format {
         TensorFormat::Npy => (NPY, crate::npy::write_npy_f32(&shape, data)),
+        TensorFormat::Tiff => {
+            let mut manifest = serde_json::to_value(report).map_err(ApiError::internal)?;
+            manifest["shape"] = serde_json::json!(shape);
+            let maps: Vec<&[f32]> = data.chunks_exact(shape[2] * shape[3]).collect();
+            let body = crate::codec::encode_tiff(&maps, shape[1], shape[2], shape[3], manifest)
+                .map_err(ApiError::internal)?;
+            (TIFF, body)
+        }
         TensorFormat::Json => {
             if nonfinite > 0 {
                 let first = data.iter().position(|v| !v.is_finite()).unwrap_or(0);

@@ -16,7 +16,10 @@ use super::json::from_slice;
 use super::layer::{one_or_layers, Dialect, LayerSpec, OneOrLayers, Refusal, StackSpec};
 use super::params::{params_from, PARAM_NAMES};
 use super::{invalid, SpecError};
-use crate::codec::{BitDepth, ColorMode, Normalize, PngSpeed};
+use crate::codec::{
+    BitDepth, ColorMode, DecodeOptions, Normalize, OrientationMode, PictureColor, PngSpeed,
+    ZipInner,
+};
 use crate::conv::presets::{build_preset_within, PresetError};
 use crate::tensor::Tensor;
 
@@ -64,8 +67,12 @@ pub enum Format {
     Json,
     /// float32 `.npy`.
     Npy,
-    /// One PNG per map plus `manifest.json`.
+    /// One file per map (PNG, WebP or float TIFF: `zip_format`) plus `manifest.json`.
     Zip,
+    /// Float32 TIFF of the raw maps, one page per map (a tensor format, like `npy`).
+    Tiff,
+    /// Lossless WebP, the pixels of the 8-bit PNG.
+    Webp,
 }
 
 /// `spec.output` as sent.
@@ -77,6 +84,9 @@ struct OutputJson {
     normalize: Normalize,
     bit_depth: Option<u8>,
     compression: Option<Compression>,
+    #[serde(default)]
+    color: PictureColor,
+    zip_format: Option<ZipInner>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -97,6 +107,35 @@ pub struct Output {
     pub depth: BitDepth,
     /// PNG compression effort.
     pub speed: PngSpeed,
+    /// Colour or gray tiles in pictures (see [`crate::codec::layout`]).
+    pub color: PictureColor,
+    /// The format of each map in a ZIP (`None`: PNG).
+    pub zip_format: Option<ZipInner>,
+}
+
+impl Output {
+    /// Checks the settings against the `format` chosen (by the spec or by `Accept`).
+    ///
+    /// # Errors
+    /// 422 for `bit_depth: 16` with WebP (8-bit only, in a ZIP too), and for a
+    /// `zip_format` with a format other than ZIP.
+    pub fn check(&self, format: Format) -> Result<(), SpecError> {
+        let webp = format == Format::Webp
+            || (format == Format::Zip && self.zip_format == Some(ZipInner::Webp));
+        if webp && self.depth == BitDepth::Sixteen {
+            return Err(
+                invalid("WebP is 8 bits per sample: use bit_depth 8, or PNG for 16 bits")
+                    .at("/parts/spec/output/bit_depth"),
+            );
+        }
+        if self.zip_format.is_some() && format != Format::Zip {
+            return Err(invalid(format!(
+                "zip_format applies to the ZIP output only, the output is {format:?}; add \"format\": \"zip\""
+            ))
+            .at("/parts/spec/output/zip_format"));
+        }
+        Ok(())
+    }
 }
 
 /// One layer of an image spec: a kernel (array or preset) plus parameters.
@@ -120,6 +159,7 @@ struct KernelSpec {
 #[derive(Debug, Deserialize)]
 struct ImageJson {
     color: Option<ColorMode>,
+    orientation: Option<OrientationMode>,
     scale: Option<f64>,
     output: Option<OutputJson>,
     layers: Option<Vec<KernelSpec>>,
@@ -140,6 +180,8 @@ pub struct ImageSpec {
     pub color: ColorMode,
     /// Pixel values are multiplied by this (finite, > 0).
     pub scale: f32,
+    /// Whether the EXIF Orientation tag is applied.
+    pub orientation: OrientationMode,
     /// The output settings.
     pub output: Output,
     top: KernelSpec,
@@ -174,11 +216,14 @@ impl ImageSpec {
         Ok(Self {
             color: spec.color.unwrap_or_default(),
             scale: scale as f32,
+            orientation: spec.orientation.unwrap_or_default(),
             output: Output {
                 format: output.format,
                 normalize: output.normalize,
                 depth,
                 speed,
+                color: output.color,
+                zip_format: output.zip_format,
             },
             top: KernelSpec {
                 kernel: spec.kernel,
@@ -191,16 +236,24 @@ impl ImageSpec {
         })
     }
 
+    /// How the images are decoded: `color`, `orientation` and `scale`.
+    pub fn decode_options(&self) -> DecodeOptions {
+        DecodeOptions {
+            color: self.color,
+            orientation: self.orientation,
+            scale: self.scale,
+        }
+    }
+
     /// The layers over an input of `c_in` channels, preset sides bounded by `max_side`
-    /// (the server's `max_kernel_side`, the bound of a `kernel` too); also whether the
-    /// first layer filters channels separately (`channels: each`, so that three maps make
-    /// an RGB picture).
+    /// (the server's `max_kernel_side`, the bound of a `kernel` too). (Whether maps make a
+    /// colour picture is decided from the shapes alone: [`crate::codec::layout`].)
     ///
     /// # Errors
     /// 422 for the layers (see [`one_or_layers`]), an unknown preset or preset parameter,
     /// a kernel that is neither 2-D nor 4-D, `channels` with a 4-D kernel, or `groups`
     /// beside `channels: each`.
-    pub fn stack(self, c_in: usize, max_side: usize) -> Result<(StackSpec, bool), SpecError> {
+    pub fn stack(self, c_in: usize, max_side: usize) -> Result<StackSpec, SpecError> {
         let top = self.top;
         let has_kernel = top.kernel.is_some() || top.preset.is_some();
         let has_members = top.bias.is_some() || !top.rest.is_empty();
@@ -215,7 +268,6 @@ impl ImageSpec {
                 layers
             }
         };
-        let first_each = specs[0].1.channels == Some(Channels::Each);
         let mut channels = c_in;
         let mut layers = Vec::with_capacity(specs.len());
         for (base, spec) in specs {
@@ -223,13 +275,10 @@ impl ImageSpec {
             channels = layer.weight_shape()[0];
             layers.push(layer);
         }
-        Ok((
-            StackSpec {
-                dialect: &IMAGE,
-                layers,
-            },
-            first_each,
-        ))
+        Ok(StackSpec {
+            dialect: &IMAGE,
+            layers,
+        })
     }
 }
 
@@ -359,10 +408,10 @@ fn preset_error(e: PresetError, base: &str) -> SpecError {
 /// elsewhere (`format` beside a kernel is an output setting).
 fn misplaced(member: &str) -> String {
     match member {
-        "format" | "normalize" | "bit_depth" | "compression" => {
+        "format" | "normalize" | "bit_depth" | "compression" | "zip_format" => {
             format!(" (`{member}` goes in `output`: {{\"output\": {{\"{member}\": …}}}})")
         }
-        "color" | "scale" | "output" => {
+        "color" | "scale" | "orientation" | "output" => {
             format!(" (`{member}` goes at the top level of the spec, not in a layer)")
         }
         "weight" => " (`weight` is the tensor API's name of the kernel)".to_string(),

@@ -30,7 +30,7 @@ fn tensor_plan(body: Value) -> Result<Plan, SpecError> {
 
 fn image_plan(spec: Value, c_in: usize, limits: &Limits) -> Result<Plan, SpecError> {
     let spec = image::ImageSpec::from_json(&bytes(&spec))?;
-    let (stack, _) = spec.stack(c_in, limits.max_kernel_side as usize)?;
+    let stack = spec.stack(c_in, limits.max_kernel_side as usize)?;
     plan([1, c_in, 8, 8], stack, limits)
 }
 

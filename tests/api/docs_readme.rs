@@ -86,6 +86,10 @@ type Check = fn(&Ran) -> Result<(), String>;
 
 /// What README says each command it runs shows, by a piece of the command's text.
 const EXPECT: &[(&str, Check)] = &[
+    // Issue #13's formats (before the photos' names, which these commands share).
+    ("-o sobel.tif", |r| r.content_type("image/tiff")),
+    ("-o blur.webp", |r| r.content_type("image/webp")),
+    ("-o maps.zip", |r| r.content_type("application/zip")),
     // The textbook example: README shows its answer in the ```json block below it.
     (r#""weight": [[[[0,1],[2,3]]]],"#, |r| {
         r.content_type("application/json")?;

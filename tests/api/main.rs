@@ -8,6 +8,7 @@ mod helpers;
 mod hostile;
 mod images;
 mod issue12;
+mod issue13;
 mod photos;
 mod playground;
 mod props;

@@ -1,5 +1,6 @@
-//! ZIP export of a grid of float maps: one grayscale PNG per map plus a JSON
-//! manifest describing how each map's pixels relate to its float values.
+//! ZIP export of a grid of float maps: one file per map (grayscale PNG, lossless WebP or
+//! float32 TIFF, [`ZipInner`]) plus a JSON manifest describing how each map's pixels
+//! relate to its float values.
 
 use std::io::{Cursor, Write};
 
@@ -11,15 +12,40 @@ use super::super::CodecError;
 use super::render::{render, Rendered, Target, WholeMaps};
 use super::{check_grid, BitDepth, Grid, MapRange, Normalize, PngSpeed};
 
+/// The format of each map inside a ZIP (`output.zip_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ZipInner {
+    /// Grayscale PNG (`.png`), 8 or 16 bit, normalised.
+    #[default]
+    Png,
+    /// Lossless WebP (`.webp`), the pixels of the 8-bit PNG.
+    Webp,
+    /// Float32 TIFF (`.tif`), the raw values (no normalisation, no `range`).
+    Tiff,
+}
+
+impl ZipInner {
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Webp => "webp",
+            Self::Tiff => "tif",
+        }
+    }
+}
+
 /// Encodes an `n`×`c` grid of maps as a ZIP archive.
 ///
-/// The archive holds one grayscale PNG per map named `n{i}_c{j}.png` (stored
-/// uncompressed, PNG is already compressed) plus a deflated `manifest.json`:
+/// The archive holds one file per map named `n{i}_c{j}.png` (or `.webp`, `.tif` per
+/// `inner`; stored uncompressed, the files are compressed or raw floats) plus a deflated
+/// `manifest.json`:
 /// `manifest` with an added member `"maps"`, an array in map order of
 /// `{"name", "n", "c", "min", "max", "range": {"lo", "hi"}, "normalize"}`
 /// where `min`/`max` are the map's actual float extremes ignoring NaN (JSON
 /// `null` when infinite or when the map is all NaN). A `null` manifest is
-/// treated as `{}`. Returns the archive and each map's range (the manifest's `range`),
+/// treated as `{}`. TIFF entries have no `range` and `normalize` (the values are raw).
+/// Returns the archive and each map's range (the manifest's `range`; none for TIFF),
 /// as [`encode_montage`](super::encode_montage) does.
 ///
 /// # Errors
@@ -36,12 +62,42 @@ pub fn encode_zip(
     mode: Normalize,
     depth: BitDepth,
     speed: PngSpeed,
+    inner: ZipInner,
     manifest: serde_json::Value,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
     check_grid(maps, n, c, h, w)?;
+    if inner == ZipInner::Tiff {
+        return Ok((zip_tiffs(maps, c, h, w, manifest)?, Vec::new()));
+    }
     let grid = Grid { n, c, h, w, k: 1 };
     let rendered = render(&WholeMaps { maps, c, w }, grid, true, mode, depth, h)?;
-    zip_rendered(rendered, c, mode, speed, manifest)
+    zip_rendered(rendered, c, mode, speed, inner, manifest)
+}
+
+/// The ZIP of [`encode_zip`] with one float32 TIFF per map (raw values; whole maps).
+///
+/// # Errors
+/// As [`encode_zip`].
+pub fn zip_tiffs(
+    maps: &[&[f32]],
+    c: usize,
+    h: usize,
+    w: usize,
+    manifest: serde_json::Value,
+) -> Result<Vec<u8>, CodecError> {
+    let files = maps
+        .par_iter()
+        .map(|m| super::super::tiff_out::encode_tiff(&[m], 1, h, w, serde_json::Value::Null))
+        .collect::<Result<Vec<_>, _>>()?;
+    let entries = maps.iter().map(|m| (non_nan_min_max(m), None)).collect();
+    archive(
+        files,
+        entries,
+        c,
+        ZipInner::Tiff,
+        Normalize::default(),
+        manifest,
+    )
 }
 
 /// Packs rendered per-map pictures (a [`render`] with `per_map`) as the ZIP archive of
@@ -54,8 +110,38 @@ pub fn zip_rendered(
     c: usize,
     mode: Normalize,
     speed: PngSpeed,
+    inner: ZipInner,
     manifest: serde_json::Value,
 ) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
+    let Target::PerMap(canvases) = rendered.target else {
+        return Err(CodecError::Encode("a ZIP needs one picture per map".into()));
+    };
+    let files = canvases
+        .par_iter()
+        .map(|cv| match inner {
+            ZipInner::Webp => cv.webp(),
+            _ => cv.png(speed),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let entries = rendered
+        .stats
+        .iter()
+        .zip(&rendered.ranges)
+        .map(|(s, r)| (s.min_max(), Some(*r)))
+        .collect();
+    let zip = archive(files, entries, c, inner, mode, manifest)?;
+    Ok((zip, rendered.ranges))
+}
+
+/// Packs one file per map, with each map's extremes and range, and the manifest.
+fn archive(
+    files: Vec<Vec<u8>>,
+    entries: Vec<((f32, f32), Option<MapRange>)>,
+    c: usize,
+    inner: ZipInner,
+    mode: Normalize,
+    manifest: serde_json::Value,
+) -> Result<Vec<u8>, CodecError> {
     let mut manifest = match manifest {
         serde_json::Value::Null => serde_json::Map::new(),
         serde_json::Value::Object(m) => m,
@@ -65,54 +151,43 @@ pub fn zip_rendered(
             )))
         }
     };
-    let Target::PerMap(canvases) = rendered.target else {
-        return Err(CodecError::Encode("a ZIP needs one picture per map".into()));
-    };
-    let pngs = canvases
-        .par_iter()
-        .map(|cv| cv.png(speed))
-        .collect::<Result<Vec<_>, _>>()?;
-
     let zip_err = |e: zip::result::ZipError| CodecError::Encode(format!("zip: {e}"));
     let io_err = |e: std::io::Error| CodecError::Encode(format!("zip: {e}"));
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    let mut entries = Vec::with_capacity(pngs.len());
-    for (k, (png, (range, stats))) in pngs
-        .iter()
-        .zip(rendered.ranges.iter().zip(&rendered.stats))
-        .enumerate()
-    {
+    let mut list = Vec::with_capacity(files.len());
+    for (k, (file, ((min, max), range))) in files.iter().zip(entries).enumerate() {
         let (i, j) = (k / c, k % c);
-        let name = format!("n{i}_c{j}.png");
+        let name = format!("n{i}_c{j}.{}", inner.extension());
         let opts = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
-            .large_file(png.len() as u64 >= u64::from(u32::MAX));
+            .large_file(file.len() as u64 >= u64::from(u32::MAX));
         zip.start_file(name.as_str(), opts).map_err(zip_err)?;
-        zip.write_all(png).map_err(io_err)?;
-        let (min, max) = stats.min_max();
-        entries.push(serde_json::json!({
+        zip.write_all(file).map_err(io_err)?;
+        let mut entry = serde_json::json!({
             "name": name,
             "n": i,
             "c": j,
             "min": f32_json(min),
             "max": f32_json(max),
-            "range": { "lo": f32_json(range.lo), "hi": f32_json(range.hi) },
-            "normalize": mode,
-        }));
+        });
+        if let Some(r) = range {
+            entry["range"] = serde_json::json!({ "lo": f32_json(r.lo), "hi": f32_json(r.hi) });
+            entry["normalize"] = serde_json::json!(mode);
+        }
+        list.push(entry);
     }
-    manifest.insert("maps".into(), serde_json::Value::Array(entries));
+    manifest.insert("maps".into(), serde_json::Value::Array(list));
     let json = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| CodecError::Encode(format!("manifest: {e}")))?;
     let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Deflated);
     zip.start_file("manifest.json", opts).map_err(zip_err)?;
     zip.write_all(&json).map_err(io_err)?;
-    Ok((zip.finish().map_err(zip_err)?.into_inner(), rendered.ranges))
+    Ok(zip.finish().map_err(zip_err)?.into_inner())
 }
 
-/// Minimum and maximum ignoring NaN (infinities included); NaN if none: the oracle of
-/// [`super::MapStats::min_max`].
-#[cfg(test)]
-fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
+/// Minimum and maximum ignoring NaN (infinities included); NaN if none (also the oracle
+/// of [`super::MapStats::min_max`]).
+pub(crate) fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
     // f32::min/max return the non-NaN operand, so NaN only survives if every
     // value is NaN.
     map.iter()
@@ -123,7 +198,7 @@ fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
 ///
 /// Goes through the shortest `f32` decimal so that e.g. `0.1f32` is written
 /// as `0.1` rather than its widened `f64` value `0.10000000149011612`.
-fn f32_json(x: f32) -> serde_json::Value {
+pub(crate) fn f32_json(x: f32) -> serde_json::Value {
     x.to_string()
         .parse::<f64>()
         .ok()
@@ -188,6 +263,7 @@ mod tests {
             Normalize::Minmax,
             BitDepth::Eight,
             PngSpeed::Fast,
+            ZipInner::Png,
             manifest,
         )
         .unwrap()
@@ -248,8 +324,55 @@ mod tests {
             Normalize::Abs,
             BitDepth::Eight,
             PngSpeed::Fast,
+            ZipInner::Png,
             serde_json::json!([1]),
         );
         assert!(matches!(r, Err(CodecError::Encode(_))));
+    }
+
+    #[test]
+    fn webp_and_tiff_inner_files_hold_the_png_pixels_and_the_raw_values() {
+        let maps: Vec<Vec<f32>> = vec![vec![-1.5, 0.25, 7.0, 3.0], vec![2.0, 2.0, 1.0, -0.5]];
+        let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+        let zip_of = |inner| {
+            let bytes = encode_zip(
+                &refs,
+                1,
+                2,
+                2,
+                2,
+                Normalize::Minmax,
+                BitDepth::Eight,
+                PngSpeed::Fast,
+                inner,
+                serde_json::Value::Null,
+            )
+            .unwrap();
+            (zip::ZipArchive::new(Cursor::new(bytes.0)).unwrap(), bytes.1)
+        };
+        let read = |z: &mut zip::ZipArchive<Cursor<Vec<u8>>>, name: &str| {
+            let mut v = Vec::new();
+            z.by_name(name).unwrap().read_to_end(&mut v).unwrap();
+            v
+        };
+        let (mut png, r_png) = zip_of(ZipInner::Png);
+        let (mut webp, r_webp) = zip_of(ZipInner::Webp);
+        assert_eq!(r_png, r_webp);
+        for j in 0..2 {
+            let a = image::load_from_memory(&read(&mut png, &format!("n0_c{j}.png"))).unwrap();
+            let b = image::load_from_memory(&read(&mut webp, &format!("n0_c{j}.webp"))).unwrap();
+            assert_eq!(a.to_rgb8(), b.to_rgb8());
+        }
+        let (mut tif, r_tif) = zip_of(ZipInner::Tiff);
+        assert!(r_tif.is_empty());
+        let mut d = tiff::decoder::Decoder::new(Cursor::new(read(&mut tif, "n0_c1.tif"))).unwrap();
+        match d.read_image().unwrap() {
+            tiff::decoder::DecodingResult::F32(v) => assert_eq!(v, maps[1]),
+            _ => panic!("not float"),
+        }
+        let m: serde_json::Value =
+            serde_json::from_slice(&read(&mut tif, "manifest.json")).unwrap();
+        assert_eq!(m["maps"][1]["name"], "n0_c1.tif");
+        assert!(m["maps"][1].get("range").is_none());
     }
 }

@@ -2,9 +2,9 @@
 //! written band by band as strips of maps are quantised, then encoded once.
 //!
 //! A [`Grid`] of `n` rows of tiles (one per image) by `c / k` columns, each tile `h × w`
-//! pixels of `k` channels (1 = gray, 3 = RGB) taken from `k` consecutive maps, tiles
-//! [`MONTAGE_GAP`](super::MONTAGE_GAP) pixels apart on a mid-grey background when there
-//! are several. The samples are interleaved per pixel, `u8` at 8 bits and native-endian
+//! pixels of `k` channels (1 = gray, 3 = RGB, 4 = RGBA) taken from `k` consecutive maps
+//! (the rule of [`super::super::layout`]), tiles [`MONTAGE_GAP`](super::MONTAGE_GAP)
+//! pixels apart on a mid-grey background (opaque in RGBA) when there are several. The samples are interleaved per pixel, `u8` at 8 bits and native-endian
 //! `u16` at 16 bits, as `ImageEncoder::write_image` takes them.
 
 use std::ops::Range;
@@ -23,7 +23,7 @@ pub struct Grid {
     pub h: usize,
     /// Map width.
     pub w: usize,
-    /// Channels per tile (1 or 3); `c` is a multiple of it.
+    /// Channels per tile (1, 3 or 4); `c` is a multiple of it.
     pub k: usize,
 }
 
@@ -83,7 +83,7 @@ impl Canvas {
         if n == 0 || c == 0 || h == 0 || w == 0 {
             return Err(CodecError::Empty);
         }
-        if !matches!(k, 1 | 3) || c % k != 0 {
+        if !matches!(k, 1 | 3 | 4) || !c.is_multiple_of(k) {
             return Err(CodecError::Encode(format!(
                 "{c} maps do not make tiles of {k} channel(s)"
             )));
@@ -97,11 +97,18 @@ impl Canvas {
         let data = if grid.gap() == 0 {
             vec![0u8; bytes]
         } else {
+            // Mid-grey samples; in RGBA the alpha of the gaps is opaque.
             let grey = depth.max_value() / 2 + 1;
-            match depth {
-                BitDepth::Eight => vec![grey as u8; bytes],
-                BitDepth::Sixteen => grey.to_ne_bytes().repeat(bytes / 2),
+            let sample = |v: u16| match depth {
+                BitDepth::Eight => vec![v as u8],
+                BitDepth::Sixteen => v.to_ne_bytes().to_vec(),
+            };
+            let mut pixel: Vec<u8> = (0..k).flat_map(|_| sample(grey)).collect();
+            if k == 4 {
+                let sb = sample_bytes(depth);
+                pixel[3 * sb..].copy_from_slice(&sample(depth.max_value()));
             }
+            pixel.repeat(bytes / pixel.len())
         };
         Ok(Self {
             grid,
@@ -153,11 +160,26 @@ impl Canvas {
         let color = match (self.grid.k, self.depth) {
             (1, BitDepth::Eight) => E::L8,
             (1, BitDepth::Sixteen) => E::L16,
-            (_, BitDepth::Eight) => E::Rgb8,
-            (_, BitDepth::Sixteen) => E::Rgb16,
+            (3, BitDepth::Eight) => E::Rgb8,
+            (3, BitDepth::Sixteen) => E::Rgb16,
+            (_, BitDepth::Eight) => E::Rgba8,
+            (_, BitDepth::Sixteen) => E::Rgba16,
         };
         let (w, h) = png_dims(self.width, self.height)?;
         write_png(&self.data, w, h, color, speed)
+    }
+}
+
+impl Canvas {
+    /// Encodes the picture as a lossless WebP with exactly its pixels (8-bit only).
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] for a 16-bit picture; [`super::super::webp::encode_webp`]'s.
+    pub fn webp(&self) -> Result<Vec<u8>, CodecError> {
+        if self.depth != BitDepth::Eight {
+            return Err(CodecError::Encode("WebP holds 8-bit samples only".into()));
+        }
+        super::super::webp::encode_webp(&self.data, self.width, self.height, self.grid.k)
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::codec::layout::{tile_layout, PictureColor};
 
 fn norm(map: &[f32], mode: Normalize, depth: BitDepth) -> (Vec<u16>, MapRange) {
     let mut out = vec![0u16; map.len()];
@@ -169,8 +170,7 @@ fn montage_has_grid_dimensions_and_mid_grey_gaps() {
     let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
     let (png, ranges) = encode_montage(
         &refs,
-        n,
-        c,
+        &gray(n, c),
         h,
         w,
         Normalize::Minmax,
@@ -194,8 +194,7 @@ fn montage_has_grid_dimensions_and_mid_grey_gaps() {
 
     let (png, _) = encode_montage(
         &refs,
-        n,
-        c,
+        &gray(n, c),
         h,
         w,
         Normalize::Minmax,
@@ -213,8 +212,7 @@ fn single_tile_montage_has_no_gap() {
     let m = [1.0f32, 2.0];
     let (png, _) = encode_montage(
         &[&m],
-        1,
-        1,
+        &gray(1, 1),
         1,
         2,
         Normalize::Abs,
@@ -231,8 +229,7 @@ fn montage_rejects_a_wrong_map_count() {
     let m = [0.0f32; 4];
     let r = encode_montage(
         &[&m],
-        1,
-        2,
+        &gray(1, 2),
         2,
         2,
         Normalize::Minmax,
@@ -240,4 +237,119 @@ fn montage_rejects_a_wrong_map_count() {
         PngSpeed::Fast,
     );
     assert!(matches!(r, Err(CodecError::Encode(_))));
+}
+
+fn gray(n: usize, c: usize) -> TileLayout {
+    tile_layout(n, c, 1, PictureColor::Gray)
+}
+
+#[test]
+fn a_batch_of_rgb_results_is_a_colour_montage_one_row_per_image() {
+    let (h, w) = (2usize, 3usize);
+    let maps: Vec<Vec<f32>> = (0..6)
+        .map(|k| (0..h * w).map(|v| (v * (k + 1)) as f32).collect())
+        .collect();
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    let layout = tile_layout(2, 3, 3, PictureColor::Auto);
+    let (png, ranges) = encode_montage(
+        &refs,
+        &layout,
+        h,
+        w,
+        Normalize::Minmax,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    assert_eq!(ranges.len(), 6);
+    assert_eq!(ranges[5], MapRange { lo: 0.0, hi: 30.0 });
+    let img = image::load_from_memory(&png).unwrap();
+    assert_eq!(img.color(), image::ColorType::Rgb8);
+    let img = img.into_rgb8();
+    let g = MONTAGE_GAP as u32;
+    assert_eq!(img.dimensions(), (3, 2 * 2 + g));
+    // Each channel of each tile is its own map, normalised alone: last pixel is 255.
+    assert_eq!(img.get_pixel(2, 1).0, [255, 255, 255]);
+    assert_eq!(img.get_pixel(0, 2).0, [128, 128, 128]);
+    // The single-image RGB case is the 3-plane PNG of before, byte for byte.
+    let one = tile_layout(1, 3, 3, PictureColor::Auto);
+    let (a, _) = encode_montage(
+        &refs[..3],
+        &one,
+        h,
+        w,
+        Normalize::Minmax,
+        BitDepth::Sixteen,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    let (b, _) = encode_png(
+        &refs[..3],
+        h,
+        w,
+        Normalize::Minmax,
+        BitDepth::Sixteen,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn rgba_montage_has_opaque_gaps() {
+    let maps: Vec<Vec<f32>> = (0..8).map(|k| vec![k as f32, 1.0 + k as f32]).collect();
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    let layout = tile_layout(2, 4, 4, PictureColor::Auto);
+    let (png, _) = encode_montage(
+        &refs,
+        &layout,
+        1,
+        2,
+        Normalize::Minmax,
+        BitDepth::Eight,
+        PngSpeed::Fast,
+    )
+    .unwrap();
+    let pic = image::load_from_memory(&png).unwrap();
+    assert_eq!(
+        (pic.width(), pic.height(), pic.color()),
+        (2, 2 + MONTAGE_GAP as u32, image::ColorType::Rgba8)
+    );
+    let px = pic.to_rgba8().into_raw();
+    assert_eq!(px[..8], [0, 0, 0, 0, 255, 255, 255, 255]);
+    assert_eq!(px[8..12], [128, 128, 128, 255]);
+}
+
+#[test]
+fn webp_picture_decodes_to_exactly_the_eight_bit_png_pixels() {
+    let maps: Vec<Vec<f32>> = (0..6)
+        .map(|k| {
+            (0..35)
+                .map(|v| ((v * 7 + k * 13) % 17) as f32 - 3.5)
+                .collect()
+        })
+        .collect();
+    let refs: Vec<&[f32]> = maps.iter().map(Vec::as_slice).collect();
+    for layout in [
+        tile_layout(2, 3, 3, PictureColor::Auto),
+        gray(2, 3),
+        gray(1, 1),
+    ] {
+        let refs = &refs[..layout.rows * layout.cols * layout.channels];
+        let (png, r1) = encode_montage(
+            refs,
+            &layout,
+            5,
+            7,
+            Normalize::Abs,
+            BitDepth::Eight,
+            PngSpeed::Fast,
+        )
+        .unwrap();
+        let (webp, r2) = encode_montage_webp(refs, &layout, 5, 7, Normalize::Abs).unwrap();
+        assert_eq!(r1, r2);
+        let png = image::load_from_memory(&png).unwrap().to_rgba8();
+        let webp = image::load_from_memory(&webp).unwrap().to_rgba8();
+        assert_eq!(png, webp, "{layout:?}");
+    }
 }
