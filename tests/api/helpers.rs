@@ -214,3 +214,45 @@ pub async fn expect_small_answer(res: reqwest::Response) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["data"], serde_json::json!([25.0, 31.0, 43.0, 49.0]));
 }
+
+/// `POST /v1/convolve` with one image part (`x.png`) and the spec.
+pub async fn convolve(app: &TestApp, image: Vec<u8>, spec: &Value) -> reqwest::Response {
+    let form = reqwest::multipart::Form::new()
+        .text("spec", spec.to_string())
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(image).file_name("x.png"),
+        );
+    app.client
+        .post(app.url("/v1/convolve"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut out = (data.len() as u32).to_be_bytes().to_vec();
+    let mut body = kind.to_vec();
+    body.extend_from_slice(data);
+    out.extend_from_slice(&body);
+    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    out
+}
+
+/// A PNG whose IHDR claims `width×height` 8-bit samples of colour type `color` (0 gray,
+/// 2 RGB), with valid CRCs and a tiny (wrong-sized) IDAT: a decoder that trusts the header
+/// before checking limits explodes, and within the limits it decodes as corrupt.
+pub fn png_claiming(width: u32, height: u32, color: u8) -> Vec<u8> {
+    let mut ihdr = width.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    ));
+    png.extend(png_chunk(b"IEND", &[]));
+    png
+}

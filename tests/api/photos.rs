@@ -2,35 +2,9 @@
 //! estimate, decided from the image headers before decoding; tensor outputs keep the
 //! tensor limits.
 
-use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 
-use crate::helpers::{expect_problem, spawn_app, spawn_app_with, TestApp};
-
-fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = (data.len() as u32).to_be_bytes().to_vec();
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-    out
-}
-
-/// A PNG whose IHDR claims `width×height` 8-bit RGB, with a tiny, wrong IDAT: decoding it
-/// would fail as corrupt, so a refusal by limit proves the header decided it.
-fn png_claiming(width: u32, height: u32) -> Vec<u8> {
-    let mut ihdr = width.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(
-        b"IDAT",
-        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
-    ));
-    png.extend(chunk(b"IEND", &[]));
-    png
-}
+use crate::helpers::{convolve, expect_problem, png_claiming, spawn_app, spawn_app_with};
 
 /// A `w×h` RGB photo-like PNG.
 fn photo(w: u32, h: u32) -> Vec<u8> {
@@ -42,18 +16,6 @@ fn photo(w: u32, h: u32) -> Vec<u8> {
         .write_to(&mut out, image::ImageFormat::Png)
         .unwrap();
     out.into_inner()
-}
-
-async fn convolve(app: &TestApp, image: Vec<u8>, spec: &Value) -> reqwest::Response {
-    let form = Form::new()
-        .text("spec", spec.to_string())
-        .part("image", Part::bytes(image).file_name("p.png"));
-    app.client
-        .post(app.url("/v1/convolve"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
 }
 
 fn blur() -> Value {
@@ -96,15 +58,23 @@ async fn a_job_over_its_memory_budget_is_refused_from_the_header_before_decoding
     let app = spawn_app_with(|s| s.limits.max_job_bytes = 64 << 20).await;
     // 6000×4000 RGB: 72 MB of samples and as much of picture, claimed by a header whose
     // data would not decode.
-    let body = expect_problem(convolve(&app, png_claiming(6000, 4000), &blur()).await, 413).await;
+    let body = expect_problem(
+        convolve(&app, png_claiming(6000, 4000, 2), &blur()).await,
+        413,
+    )
+    .await;
     assert_eq!(body["limit_name"], "job memory estimate (bytes)", "{body}");
     assert_eq!(body["limit"], 64 << 20);
     assert!(body["actual"].as_u64().unwrap() > 144_000_000, "{body}");
     // Over the pixel limit: also from the header.
-    let body = expect_problem(convolve(&app, png_claiming(9000, 8000), &blur()).await, 413).await;
+    let body = expect_problem(
+        convolve(&app, png_claiming(9000, 8000, 2), &blur()).await,
+        413,
+    )
+    .await;
     assert_eq!(body["limit_name"], "image pixels", "{body}");
     // Within every limit, the same header is decoded and found corrupt.
-    let res = convolve(&app, png_claiming(60, 40), &blur()).await;
+    let res = convolve(&app, png_claiming(60, 40, 2), &blur()).await;
     assert_eq!(res.status(), 415);
 }
 

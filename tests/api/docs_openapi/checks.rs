@@ -7,19 +7,8 @@ use serde_json::{json, Value};
 
 use super::walk::{npy_of, MEDIA_JSON};
 use crate::docs_support::same;
+pub use crate::helpers::convolve;
 use crate::helpers::{fixture, TestApp};
-
-pub async fn convolve(app: &TestApp, image: Vec<u8>, spec: &Value) -> reqwest::Response {
-    let form = Form::new()
-        .text("spec", spec.to_string())
-        .part("image", Part::bytes(image).file_name("x.png"));
-    app.client
-        .post(app.url("/v1/convolve"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-}
 
 fn camera() -> Vec<u8> {
     std::fs::read(fixture("images/camera.png")).unwrap()
