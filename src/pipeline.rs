@@ -159,7 +159,10 @@ pub fn estimate_of(
         // The whole output is cut into strips of about the same size for quantising.
         let row = (grid.c * grid.w).max(1) as u64;
         let rows = (STRIP_FLOATS / row).clamp(1, grid.h as u64) as usize;
-        (4 * (tensor_floats(geoms) + rows as u64 * row * threads as u64), rows)
+        (
+            4 * (tensor_floats(geoms) + rows as u64 * row * threads as u64),
+            rows,
+        )
     };
     let working_bytes = working_bytes + 4 * kept_floats(grid, per_map, mode);
     let total_bytes = (decoded_bytes + working_bytes + picture_bytes)

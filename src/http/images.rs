@@ -44,6 +44,48 @@ pub async fn kernels(State(app): State<AppState>) -> Json<Value> {
     Json(json!({ "kernels": catalogue_within(max_side) }))
 }
 
+/// `GET /v1/formats`: what `POST /v1/convolve` reads and writes, with the sample types,
+/// numeric ranges and options of each format (the discoverable form of README's table).
+pub async fn formats() -> Json<Value> {
+    Json(formats_catalogue())
+}
+
+/// The catalogue `GET /v1/formats` answers.
+pub fn formats_catalogue() -> Value {
+    json!({
+        "input": [
+            {"format": "png", "samples": ["uint8", "uint16"], "orientation": "eXIf chunk"},
+            {"format": "jpeg", "samples": ["uint8"], "orientation": "EXIF (APP1)"},
+            {"format": "webp", "samples": ["uint8"], "orientation": "EXIF chunk"},
+            {"format": "tiff", "samples": ["uint8", "uint16", "float32"], "orientation": "Orientation tag"},
+            {"format": "gif", "samples": ["uint8"], "orientation": null},
+            {"format": "bmp", "samples": ["uint8"], "orientation": null},
+        ],
+        "sample_ranges": {
+            "uint8": "0..255, times scale",
+            "uint16": "0..65535, times scale (every bit kept)",
+            "float32": "the stored values, times scale",
+        },
+        "output": [
+            {"format": "png", "media_type": PNG, "kind": "picture", "bit_depths": [8, 16], "options": ["normalize", "bit_depth", "compression", "color"]},
+            {"format": "webp", "media_type": WEBP, "kind": "picture", "bit_depths": [8], "options": ["normalize", "color"]},
+            {"format": "zip", "media_type": ZIP, "kind": "picture", "bit_depths": [8, 16], "options": ["normalize", "bit_depth", "compression", "zip_format"], "zip_formats": ["png", "webp", "tiff"]},
+            {"format": "tiff", "media_type": TIFF, "kind": "tensor", "samples": "float32", "options": []},
+            {"format": "json", "media_type": JSON, "kind": "tensor", "samples": "float32", "options": []},
+            {"format": "npy", "media_type": NPY, "kind": "tensor", "samples": "float32", "options": []},
+        ],
+        "options": {
+            "color": ["auto", "gray", "rgb", "rgba"],
+            "orientation": ["exif", "ignore"],
+            "channels": ["sum", "each"],
+            "output.normalize": ["minmax", "clamp", "abs"],
+            "output.color": ["auto", "gray"],
+            "output.compression": ["fast", "small"],
+        },
+        "limits": "pictures: max_image_pixels, max_image_side and max_job_bytes; tensors (json, npy, tiff, a zip of tiff): also max_tensor_elements and max_output_elements (GET /v1/limits)",
+    })
+}
+
 /// `POST /v1/convolve`.
 pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply, ApiError> {
     let accepted = negotiate(req.headers(), &[PNG, JSON, NPY, ZIP, TIFF, WEBP])?;

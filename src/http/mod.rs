@@ -4,7 +4,7 @@
 //! [`multipart::read`]) → on the [`ComputePool`]: parse and plan ([`crate::spec`]) → run
 //! ([`job::compute`]) → encode ([`reply`]). One handler module per resource: [`tensor`]
 //! (`/v1/conv2d`), [`shape`] (`/v1/conv2d/shape`), [`images`] (`/v1/convolve`,
-//! `/v1/kernels`), [`health`] (`/healthz`, `/readyz`), [`about`] (`/openapi.yaml`,
+//! `/v1/kernels`, `/v1/formats`), [`health`] (`/healthz`, `/readyz`), [`about`] (`/openapi.yaml`,
 //! `/v1/limits`), [`playground`], [`observe`] (`/metrics`).
 
 pub mod about;
@@ -91,6 +91,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/conv2d/shape"),
     ("POST", "/v1/convolve"),
     ("GET", "/v1/kernels"),
+    ("GET", "/v1/formats"),
     ("GET", "/"),
     ("GET", "/samples/{name}"),
     ("GET", "/metrics"),
@@ -107,6 +108,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/conv2d/shape", post(shape::conv2d_shape))
         .route("/v1/convolve", post(images::convolve))
         .route("/v1/kernels", get(images::kernels))
+        .route("/v1/formats", get(images::formats))
         .route("/", get(playground::index))
         .route("/samples/{name}", get(playground::sample))
         .route("/metrics", get(observe::metrics))

@@ -116,3 +116,38 @@ async fn the_memory_estimate_is_reported_in_the_zip_manifest_and_by_shape() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn every_output_format_that_formats_lists_is_served_with_its_media_type() {
+    let app = spawn_app().await;
+    let catalogue: Value = app.get("/v1/formats").await.json().await.unwrap();
+    let outputs = catalogue["output"].as_array().unwrap();
+    assert_eq!(outputs.len(), 6);
+    for o in outputs {
+        let mut spec = blur();
+        spec["output"]["format"] = o["format"].clone();
+        let res = convolve(&app, photo(40, 30), &spec).await;
+        assert_eq!(res.status(), 200, "{o}");
+        assert_eq!(
+            res.headers()["content-type"],
+            o["media_type"].as_str().unwrap(),
+            "{o}"
+        );
+        // Pictures carry their memory estimate; raw tensors do not.
+        let picture = o["kind"] == "picture";
+        assert_eq!(res.headers().contains_key("x-conv-memory"), picture, "{o}");
+    }
+    for i in catalogue["input"].as_array().unwrap() {
+        let name = i["format"].as_str().unwrap();
+        let fmt = image::ImageFormat::from_extension(name).unwrap();
+        let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_pixel(
+            8,
+            6,
+            image::Rgb([9, 99, 199]),
+        ));
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut bytes, fmt).unwrap();
+        let res = convolve(&app, bytes.into_inner(), &blur()).await;
+        assert_eq!(res.status(), 200, "{name}");
+    }
+}
