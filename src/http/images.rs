@@ -235,16 +235,10 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 pipeline::JobError::Codec(e) => ApiError::internal(e),
             })?;
             drop(pixels);
+            // The description names the algorithms, as for tensors (clients read it); the
+            // strips are in the estimate (`X-Conv-Memory`, the ZIP manifest).
             let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
-            let how = if estimate.streamed {
-                format!(
-                    "{} in strips of {} rows",
-                    algos.join("+"),
-                    estimate.strip_rows
-                )
-            } else {
-                format!("{} on whole planes", algos.join("+"))
-            };
+            let how = algos.join("+");
             timings.record_described("conv", t, how);
             picture_reply(rendered, &report, format, output, &estimate, timings)
         })
