@@ -90,6 +90,30 @@ const EXPECT: &[(&str, Check)] = &[
     ("-o sobel.tif", |r| r.content_type("image/tiff")),
     ("-o blur.webp", |r| r.content_type("image/webp")),
     ("-o maps.zip", |r| r.content_type("application/zip")),
+    // Precision in: the upright phone photo, the 16-bit PNG's values, the float TIFF's.
+    ("phone_exif6.jpg", |r| {
+        r.shows_at("/output_shape", json!([1, 3, 48, 24]))
+    }),
+    ("depth16.png", |r| {
+        r.content_type("application/json")?;
+        let out = r.json()?;
+        let data = out["data"].as_array().ok_or("no data")?;
+        let mut values: Vec<u64> = data
+            .iter()
+            .filter_map(|v| v.as_f64())
+            .map(|v| v as u64)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        (values.len() == 2048 && values.last() == Some(&63_464))
+            .then_some(())
+            .ok_or(format!(
+                "{} distinct values, largest {:?}",
+                values.len(),
+                values.last()
+            ))
+    }),
+    ("float32.tif", |r| r.shows_at("/data/0", json!(-1.375))),
     // The textbook example: README shows its answer in the ```json block below it.
     (r#""weight": [[[[0,1],[2,3]]]],"#, |r| {
         r.content_type("application/json")?;
