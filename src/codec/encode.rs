@@ -18,7 +18,7 @@ mod archive;
 mod canvas;
 mod render;
 pub use archive::{encode_zip, zip_rendered, zip_tiffs, ZipInner};
-pub(crate) use archive::{f32_json, non_nan_min_max};
+pub(crate) use archive::{f32_json, manifest_object, non_nan_min_max};
 pub use canvas::{Band, Canvas, Grid};
 pub use render::{kept_floats, render, Rendered, Strips, Target, WholeMaps};
 
@@ -409,7 +409,8 @@ pub fn encode_png(
         w,
         k,
     };
-    picture(planes, grid, mode, depth, speed)
+    let (canvas, ranges) = whole_picture(planes, grid, mode, depth)?;
+    Ok((canvas.png(speed)?, ranges))
 }
 
 /// Encodes the tiles of `layout` (see [`super::layout`]) as one PNG: a single tile is the
@@ -486,19 +487,6 @@ fn layout_grid(
         w,
         k,
     })
-}
-
-/// Normalises whole maps into one picture for `grid` ([`render`]) and encodes it as a
-/// PNG.
-fn picture(
-    maps: &[&[f32]],
-    grid: Grid,
-    mode: Normalize,
-    depth: BitDepth,
-    speed: PngSpeed,
-) -> Result<(Vec<u8>, Vec<MapRange>), CodecError> {
-    let (canvas, ranges) = whole_picture(maps, grid, mode, depth)?;
-    Ok((canvas.png(speed)?, ranges))
 }
 
 /// Normalises whole maps into one picture for `grid` ([`render`]).

@@ -39,11 +39,7 @@ pub fn encode_tiff(
             maps.len()
         )));
     }
-    let mut manifest = match manifest {
-        serde_json::Value::Null => serde_json::Map::new(),
-        serde_json::Value::Object(m) => m,
-        other => return Err(CodecError::Encode(format!("tiff manifest: {other}"))),
-    };
+    let mut manifest = super::encode::manifest_object(manifest)?;
     let entries = maps
         .iter()
         .enumerate()

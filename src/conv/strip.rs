@@ -97,41 +97,29 @@ impl<'a> StripStack<'a> {
         geoms: &[Conv2dGeometry],
         algos: &[Conv2dAlgo],
     ) -> Result<Self, NotStreamable> {
-        let mut stack = Self::new_unchecked(layers, geoms).ok_or(NotStreamable(String::new()))?;
-        for (l, &a) in stack.layers.iter_mut().zip(algos) {
-            if !streams(a) {
-                return Err(NotStreamable(a.to_string()));
-            }
-            l.algorithm = a;
-            l.separable = match a {
-                Conv2dAlgo::Separable => Some(
-                    super::separable::plan(l.layer.weight.view(), &l.geom)
-                        .ok_or_else(|| NotStreamable("not rank-1".into()))?,
-                ),
-                _ => None,
-            };
-        }
-        Ok(stack)
-    }
-
-    /// The stack without the plan's checks of algorithms (the padding check stays).
-    #[cfg(test)]
-    fn new_unchecked(layers: &'a [Conv2dLayer], geoms: &[Conv2dGeometry]) -> Option<Self> {
         let layers = layers
             .iter()
             .zip(geoms)
-            .map(|(layer, g)| {
-                let reach = g.dilation[0] * (g.k_h - 1);
-                (g.padding_mode != PaddingMode::Zeros || g.padding[0].max(g.padding[1]) <= reach)
-                    .then_some(StripLayer {
-                        layer,
-                        geom: *g,
-                        algorithm: Conv2dAlgo::Direct,
-                        separable: None,
-                    })
+            .zip(algos)
+            .enumerate()
+            .map(|(i, ((layer, g), &algorithm))| {
+                check_layer(i, g, algorithm)?;
+                let separable = match algorithm {
+                    Conv2dAlgo::Separable => Some(
+                        super::separable::plan(layer.weight.view(), g)
+                            .ok_or_else(|| NotStreamable("not rank-1".into()))?,
+                    ),
+                    _ => None,
+                };
+                Ok(StripLayer {
+                    layer,
+                    geom: *g,
+                    algorithm,
+                    separable,
+                })
             })
-            .collect::<Option<Vec<_>>>()?;
-        Some(Self { layers })
+            .collect::<Result<_, NotStreamable>>()?;
+        Ok(Self { layers })
     }
 
     /// Output `[c_out, out_h, out_w]` of one image.

@@ -142,15 +142,7 @@ fn archive(
     mode: Normalize,
     manifest: serde_json::Value,
 ) -> Result<Vec<u8>, CodecError> {
-    let mut manifest = match manifest {
-        serde_json::Value::Null => serde_json::Map::new(),
-        serde_json::Value::Object(m) => m,
-        other => {
-            return Err(CodecError::Encode(format!(
-                "manifest must be a JSON object, got {other}"
-            )))
-        }
-    };
+    let mut manifest = manifest_object(manifest)?;
     let zip_err = |e: zip::result::ZipError| CodecError::Encode(format!("zip: {e}"));
     let io_err = |e: std::io::Error| CodecError::Encode(format!("zip: {e}"));
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
@@ -192,6 +184,22 @@ pub(crate) fn non_nan_min_max(map: &[f32]) -> (f32, f32) {
     // value is NaN.
     map.iter()
         .fold((f32::NAN, f32::NAN), |(lo, hi), &x| (lo.min(x), hi.max(x)))
+}
+
+/// A manifest's members: those of a JSON object, none for `null`.
+///
+/// # Errors
+/// [`CodecError::Encode`] for any other JSON value.
+pub(crate) fn manifest_object(
+    manifest: serde_json::Value,
+) -> Result<serde_json::Map<String, serde_json::Value>, CodecError> {
+    match manifest {
+        serde_json::Value::Null => Ok(serde_json::Map::new()),
+        serde_json::Value::Object(m) => Ok(m),
+        other => Err(CodecError::Encode(format!(
+            "manifest must be a JSON object, got {other}"
+        ))),
+    }
 }
 
 /// JSON number for finite values, `null` otherwise.
