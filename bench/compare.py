@@ -148,12 +148,14 @@ def geometry(layer) -> str:
 # ----------------------------------------------------------------------------- processes
 
 class Worker:
-    """A peer_worker.py process: one JSON command in, one JSON reply out."""
+    """A peer in a process of its own: one JSON command per line in, one JSON reply out.
+    `cmd` is the process's command line (compare.py runs peer_worker.py; photo.py runs
+    itself with --worker)."""
 
-    def __init__(self, side: str, extra: list[str]):
+    def __init__(self, side: str, cmd: list[str], env: dict | None = None):
         self.side = side
-        self.proc = subprocess.Popen([sys.executable, WORKER, side, *extra],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     env=env)
 
     def ask(self, op: str, **kw) -> dict:
         self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
@@ -170,24 +172,28 @@ class Worker:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
 
 class ConvdServer:
-    """The release convd on a free local port, `--log-level warn`."""
+    """A convd on a free local port, `--log-level warn`, with `env` added to ours; ready
+    when `/readyz` answers."""
 
-    def __init__(self, binary: str):
+    def __init__(self, binary: str, env: dict | None = None):
         if not os.access(binary, os.X_OK):
-            sys.exit(f"{binary} not found: build it with `cargo build --release` (or pass --convd)")
+            sys.exit(f"{binary} not found: build it with `cargo build --release --bin convd` (or pass --convd)")
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([binary, "--bind", f"127.0.0.1:{port}", "--log-level", "warn"],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
-        for _ in range(200):
+        self.proc = subprocess.Popen([binary, "--bind", f"127.0.0.1:{self.port}", "--log-level", "warn"],
+                                     stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+        self.pid = self.proc.pid
+        for _ in range(400):
             try:
-                urllib.request.urlopen(f"{self.url}/healthz", timeout=1).read()
+                urllib.request.urlopen(f"{self.url}/readyz", timeout=1).read()
                 return
             except OSError:
                 if self.proc.poll() is not None:
@@ -197,13 +203,18 @@ class ConvdServer:
         self.log.seek(0)
         sys.exit(f"convd did not start:\n{self.log.read().decode(errors='replace')}")
 
+    def get_json(self, path: str):
+        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
+            return json.loads(r.read())
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
 
 
 # ----------------------------------------------------------------------------- machine
@@ -259,20 +270,24 @@ def machine() -> dict:
 
 
 def convd_build(binary: str) -> dict:
-    """The binary's version and age, and the commit of the work tree it was built from."""
-    def run(*cmd):
+    """The binary's version and age, and the commit of the work tree it sits in (which
+    may be another git worktree than this one)."""
+    def run(*cmd, cwd=None):
         try:
-            return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=10).stdout.strip()
+            p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=10)
+            return p.stdout.strip() if p.returncode == 0 else None
         except (OSError, subprocess.TimeoutExpired):
             return None
-    mtime = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(binary)))
-    dirty = run("git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")
-    return {"binary": os.path.relpath(binary, ROOT), "version": run(binary, "--version"),
-            "built": mtime, "git_head": run("git", "rev-parse", "--short", "HEAD"),
-            "src_modified": bool(dirty)}
+    top = run("git", "rev-parse", "--show-toplevel", cwd=os.path.dirname(binary))
+    info = {"binary": binary, "version": run(binary, "--version"),
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(binary))),
+            "work_tree": top, "git_head": None, "src_modified": None}
+    if top:
+        info["git_head"] = run("git", "rev-parse", "--short", "HEAD", cwd=top)
+        info["src_modified"] = bool(run("git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock",
+                                        cwd=top))
+    return info
 
-
-# ----------------------------------------------------------------------------- phases
 
 def check_layers(layers, workers, tmp) -> tuple[dict, list[str], dict]:
     """Compares every side's output with ONNX Runtime's.
@@ -544,7 +559,7 @@ def main():
     workers: dict[str, Worker] = {}
     try:
         for side in needed:
-            workers[side] = Worker(side, ["--url", server.url, "--photo", PHOTO])
+            workers[side] = Worker(side, [sys.executable, WORKER, side, "--url", server.url, "--photo", PHOTO])
         versions, notes = {}, []
         for side, w in list(workers.items()):
             hello = w.ask("hello")

@@ -93,15 +93,12 @@ import json
 import math
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
 
@@ -113,7 +110,8 @@ PHOTOS_DIR = os.path.join(BENCH, "data", "photos")
 RESULTS = os.path.join(BENCH, "results")
 
 sys.path.insert(0, BENCH)
-from compare import compact_json, machine, quiet_check, rounded  # noqa: E402
+from compare import (  # noqa: E402
+    ConvdServer, Worker, compact_json, convd_build, machine, quiet_check, rounded)
 from peer_worker import parse_server_timing  # noqa: E402
 
 # name -> (file, width, height, grain seed). p12png has p12's pixels (same seed).
@@ -401,33 +399,6 @@ def mem_child_main(side: str, path: str, args) -> None:
     print(json.dumps({"idle_hwm_kib": idle["VmHWM"], "hwm_kib": after["VmHWM"], "bytes": len(data)}))
 
 
-class Worker:
-    """A peer in its own process (this file with --worker SIDE)."""
-
-    def __init__(self, side: str, args):
-        self.side = side
-        cmd = [sys.executable, os.path.abspath(__file__), "--worker", side, *peer_flags(args)]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                     env=peer_env())
-
-    def ask(self, op: str, **kw) -> dict:
-        self.proc.stdin.write(json.dumps({"op": op, **kw}) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.side} worker died (exit code {self.proc.wait()})")
-        return json.loads(line)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def peer_flags(args) -> list[str]:
     return ["--vips-op", args.vips_op, "--vips-precision", args.vips_precision, "--vips-png-filter",
             args.vips_png_filter, "--opencv-op", args.opencv_op]
@@ -440,46 +411,6 @@ def peer_env() -> dict:
 
 
 # ----------------------------------------------------------------------------- convd
-
-class ConvdServer:
-    """A convd on a free local port, `--log-level warn`, with `env` added to ours."""
-
-    def __init__(self, binary: str, env: dict):
-        if not os.access(binary, os.X_OK):
-            sys.exit(f"{binary} not found: build it with `cargo build --release --bin convd` (or pass --convd)")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([binary, "--bind", f"127.0.0.1:{self.port}", "--log-level", "warn"],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **env})
-        self.pid = self.proc.pid
-        for _ in range(400):
-            try:
-                urllib.request.urlopen(f"{self.url}/readyz", timeout=1).read()
-                return
-            except (OSError, urllib.error.URLError):
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        self.close()
-        self.log.seek(0)
-        sys.exit(f"convd did not start:\n{self.log.read().decode(errors='replace')}")
-
-    def get_json(self, path: str):
-        with urllib.request.urlopen(f"{self.url}{path}", timeout=10) as r:
-            return json.loads(r.read())
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 def multipart(images: list[tuple[str, bytes]], spec: dict) -> tuple[bytes, str]:
     boundary = f"convdphoto{time.time_ns()}"
@@ -578,26 +509,6 @@ class ConvdSide:
                 with open(out, "wb") as f:
                     f.write(data)
         return {"ms": best, "stages": stages, "bytes": nbytes, "algorithm": algo}
-
-
-def convd_build(binary: str) -> dict:
-    """The binary's version and age, and the commit of the work tree it sits in (which
-    may be another git worktree than this one)."""
-    def run(*cmd, cwd=None):
-        try:
-            p = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=10)
-            return p.stdout.strip() if p.returncode == 0 else None
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-    top = run("git", "rev-parse", "--show-toplevel", cwd=os.path.dirname(binary))
-    info = {"binary": binary, "version": run(binary, "--version"),
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(os.path.getmtime(binary))),
-            "work_tree": top, "git_head": None, "src_modified": None}
-    if top:
-        info["git_head"] = run("git", "rev-parse", "--short", "HEAD", cwd=top)
-        info["src_modified"] = bool(run("git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock",
-                                        cwd=top))
-    return info
 
 
 def convd_environment(args) -> dict:
@@ -1048,7 +959,9 @@ def main():
                 log(f"WARNING: {note}")
         for side in sides:
             if side != "convd":
-                workers[side] = Worker(side, args)
+                workers[side] = Worker(
+                    side, [sys.executable, os.path.abspath(__file__), "--worker", side, *peer_flags(args)],
+                    env=peer_env())
                 hello = workers[side].ask("hello")
                 if not hello["available"]:
                     sys.exit(f"{side} unavailable: {hello['reason']} (bench/photo.sh makes the venv)")
