@@ -56,10 +56,18 @@ fn bench(c: &mut Criterion) {
     let png = png_image_crate(&img, CompressionType::Fast, FilterType::Adaptive);
     let pixels = u64::from(W * H);
     eprintln!(
-        "12 MP photo: JPEG q90 {} KB, PNG (image, fast, adaptive) {} KB, PNG (image, fast, no filter) {} KB",
+        "12 MP photo: JPEG q90 {} KB, PNG (image, fast, adaptive) {} KB, PNG (image, fast, no filter) {} KB, PNG (convd strips) {} KB",
         jpeg.len() / 1024,
         png.len() / 1024,
         png_image_crate(&img, CompressionType::Fast, FilterType::NoFilter).len() / 1024,
+        convd::codec::encode_png_strips(
+            img.as_raw(),
+            convd::codec::PngRows { width: W, height: H, channels: 3, bits: 8 },
+            convd::codec::png_strips::STRIP_BYTES,
+        )
+        .expect("png")
+        .len()
+            / 1024,
     );
 
     let mut g = c.benchmark_group("decode_jpeg_12mp");
@@ -113,6 +121,35 @@ fn bench(c: &mut Criterion) {
     ] {
         g.bench_function(name, |b| {
             b.iter(|| black_box(png_image_crate(&img, compression, filter)))
+        });
+    }
+    // convd's writer (codec::png_strips): the same filter rule and compressor in strips,
+    // on a pool of one thread (its cost per byte) and of every core (what the server runs).
+    let rows = convd::codec::PngRows {
+        width: W,
+        height: H,
+        channels: 3,
+        bits: 8,
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for n in [1, threads] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .expect("pool");
+        g.bench_function(format!("convd strips, {n} threads"), |b| {
+            b.iter(|| {
+                pool.install(|| {
+                    black_box(
+                        convd::codec::encode_png_strips(
+                            img.as_raw(),
+                            rows,
+                            convd::codec::png_strips::STRIP_BYTES,
+                        )
+                        .expect("png"),
+                    )
+                })
+            })
         });
     }
     g.finish();

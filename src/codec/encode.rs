@@ -7,8 +7,6 @@
 //! floats. Shapes are always given explicitly as `h` (rows) and `w`
 //! (columns); a map is a row-major `&[f32]` of length `h * w`.
 
-use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
 use rayon::prelude::*;
 
 use super::layout::TileLayout;
@@ -67,7 +65,8 @@ impl BitDepth {
 /// PNG compression trade-off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PngSpeed {
-    /// `CompressionType::Fast` with adaptive filtering.
+    /// Adaptive filtering and fdeflate, in strips on every core of the pool
+    /// ([`super::png_strips`]).
     #[default]
     Fast,
     /// `CompressionType::Best` with adaptive filtering (slower, smaller).
@@ -562,25 +561,6 @@ fn check_grid(maps: &[&[f32]], n: usize, c: usize, h: usize, w: usize) -> Result
         .checked_mul(w)
         .ok_or_else(|| CodecError::Encode(format!("map size {h}x{w} overflows")))?;
     check_lengths(maps, hw)
-}
-
-/// Runs the PNG encoder over interleaved sample bytes.
-fn write_png(
-    bytes: &[u8],
-    w: u32,
-    h: u32,
-    color: ExtendedColorType,
-    speed: PngSpeed,
-) -> Result<Vec<u8>, CodecError> {
-    let compression = match speed {
-        PngSpeed::Fast => CompressionType::Fast,
-        PngSpeed::Small => CompressionType::Best,
-    };
-    let mut out = Vec::with_capacity(bytes.len() / 4 + 256);
-    PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
-        .write_image(bytes, w, h, color)
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(out)
 }
 
 #[cfg(test)]

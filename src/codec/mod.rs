@@ -11,6 +11,7 @@
 pub mod decode;
 pub mod encode;
 pub mod layout;
+pub mod png_strips;
 pub mod tiff_out;
 pub mod webp;
 
@@ -24,6 +25,7 @@ pub use encode::{
     PngSpeed, Quantizer, Rendered, Strips, Target, WholeMaps, ZipInner, MONTAGE_GAP,
 };
 pub use layout::{tile_layout, PictureColor, TileLayout};
+pub use png_strips::{encode_png_strips, PngRows};
 pub use tiff_out::encode_tiff;
 pub use webp::encode_webp;
 

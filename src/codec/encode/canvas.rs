@@ -9,8 +9,11 @@
 
 use std::ops::Range;
 
+use super::super::png_strips::{encode_png_strips, PngRows, STRIP_BYTES};
 use super::super::CodecError;
-use super::{png_dims, write_png, BitDepth, PngSpeed, MONTAGE_GAP};
+use super::{png_dims, BitDepth, PngSpeed, MONTAGE_GAP};
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
 
 /// Where each map goes in a picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,4 +246,41 @@ fn sample_bytes(depth: BitDepth) -> usize {
         BitDepth::Eight => 1,
         BitDepth::Sixteen => 2,
     }
+}
+
+/// Encodes interleaved sample bytes (16-bit ones in native order) as a PNG: in strips on
+/// the pool when fast, with the `image` crate's best compression when small.
+fn write_png(
+    bytes: &[u8],
+    w: u32,
+    h: u32,
+    color: ExtendedColorType,
+    speed: PngSpeed,
+) -> Result<Vec<u8>, CodecError> {
+    let compression = match speed {
+        PngSpeed::Fast => {
+            let (channels, bits) = match color {
+                ExtendedColorType::L8 => (1, 8),
+                ExtendedColorType::L16 => (1, 16),
+                ExtendedColorType::Rgb8 => (3, 8),
+                ExtendedColorType::Rgb16 => (3, 16),
+                ExtendedColorType::Rgba8 => (4, 8),
+                ExtendedColorType::Rgba16 => (4, 16),
+                other => return Err(CodecError::Encode(format!("PNG of {other:?}"))),
+            };
+            let rows = PngRows {
+                width: w,
+                height: h,
+                channels,
+                bits,
+            };
+            return encode_png_strips(bytes, rows, STRIP_BYTES);
+        }
+        PngSpeed::Small => CompressionType::Best,
+    };
+    let mut out = Vec::with_capacity(bytes.len() / 4 + 256);
+    PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
+        .write_image(bytes, w, h, color)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
 }
