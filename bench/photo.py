@@ -76,7 +76,9 @@ convd's limits
 ``--check-identical OTHER``
     Starts ``--convd`` and OTHER (both with raised limits, plus ``--convd-env``), sends
     every photo of ``--sizes`` with every spec of CHECK_SPECS to both, and reports whether
-    status and body are byte-identical (exit status 1 when any differ). Nothing is timed.
+    status and pictures are identical: PNGs by their decoded samples at full depth (the
+    encoder may write other bytes for the same pixels), ZIPs member by member, anything else
+    by bytes (exit status 1 when any differ). Nothing is timed.
 
 Output: Markdown on stdout, progress on stderr, the raw figures in
 bench/results/photo-<UTC time>.json. bench/photo.sh makes the venv and runs this.
@@ -825,6 +827,36 @@ def print_report(sizes, sides, rows, checks, memory, meta):
 
 # ----------------------------------------------------------------------------- check-identical
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_samples(data: bytes):
+    """A PNG's samples at full depth (OpenCV keeps 16-bit RGB, Pillow would not)."""
+    import cv2
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def same_pictures(a: bytes, b: bytes) -> tuple[bool, str]:
+    """Whether two responses hold the same pictures, and how they differ if not.
+
+    PNGs compare by their decoded samples (the encoder may write other bytes for the same
+    pixels); a ZIP compares member by member, PNG members by samples, others by bytes."""
+    if a == b:
+        return True, "bytes"
+    if a.startswith(PNG_SIGNATURE) and b.startswith(PNG_SIGNATURE):
+        pa, pb = png_samples(a), png_samples(b)
+        same = pa is not None and pb is not None and pa.dtype == pb.dtype and np.array_equal(pa, pb)
+        return same, "pixels" if same else "pixels differ"
+    if a.startswith(b"PK\x03\x04") and b.startswith(b"PK\x03\x04"):
+        import zipfile
+        za, zb = zipfile.ZipFile(io.BytesIO(a)), zipfile.ZipFile(io.BytesIO(b))
+        if za.namelist() != zb.namelist():
+            return False, "members differ"
+        differ = [n for n in za.namelist() if not same_pictures(za.read(n), zb.read(n))[0]]
+        return not differ, "members " + ("same" if not differ else "differ: " + ", ".join(differ))
+    return False, "bytes differ"
+
+
 def check_identical(args, sizes) -> int:
     env = dict(RAISED_LIMITS)
     env.update(convd_environment(argparse.Namespace(limits="default", convd_env=args.convd_env)))
@@ -848,29 +880,31 @@ def check_identical(args, sizes) -> int:
                 got = [c.post(body, ctype) for c in clients]
                 del body
                 (sa, ha, ba, ma), (sb, hb, bb, mb) = got
-                same = sa == sb and ba == bb
+                same_pixels, how = same_pictures(ba, bb)
+                same = sa == sb and same_pixels
                 differ += not same
                 row = {"spec": sid, "photo": "+".join(PHOTOS[x][0] for x in imgs), "status": [sa, sb],
-                       "identical": same, "bytes": [len(ba), len(bb)],
+                       "identical": same, "how": how, "bytes": [len(ba), len(bb)],
                        "sha256": [hashlib.sha256(ba).hexdigest()[:16], hashlib.sha256(bb).hexdigest()[:16]],
                        "x_conv_range_same": ha.get("x-conv-range") == hb.get("x-conv-range"),
                        "ms": [ma, mb], "stages": [stages_of(ha), stages_of(hb)]}
                 if sa != 200:
                     row["problem"] = [problem_text(sa, ba), problem_text(sb, bb)]
                 rows.append(row)
-                log(f"  {sid} {row['photo']}: {sa}/{sb} {'identical' if same else 'DIFFERENT'} "
+                log(f"  {sid} {row['photo']}: {sa}/{sb} {'identical (' + how + ')' if same else 'DIFFERENT: ' + how} "
                     f"({len(ba)} / {len(bb)} B, {ma:.0f} / {mb:.0f} ms)")
                 del got, ba, bb
     finally:
         for s in servers:
             s.close()
-    print(f"\n## Byte-identical check: `{os.path.relpath(bins[0], ROOT)}` (A) vs `{bins[1]}` (B)\n")
+    print(f"\n## Identical-output check: `{os.path.relpath(bins[0], ROOT)}` (A) vs `{bins[1]}` (B)\n")
+    print("PNGs compare by decoded samples at full depth; ZIPs member by member.\n")
     print(f"Both with {' '.join(f'{k}={v}' for k, v in effective_convd_env(env).items())}.\n")
     print("| spec | what | photo | status A/B | identical | bytes A | bytes B | sha256 A | ms A | ms B |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     what = {s[0]: s[2] for s in CHECK_SPECS}
     for r in rows:
-        ident = "yes" if r["identical"] else "**NO**"
+        ident = f"yes ({r['how']})" if r["identical"] else f"**NO** ({r['how']})"
         if r["identical"] and not r["x_conv_range_same"]:
             ident += " (X-Conv-Range differs)"
         print(f"| {r['spec']} | {what[r['spec']]} | {r['photo']} | {r['status'][0]}/{r['status'][1]} | {ident} | "
