@@ -41,7 +41,8 @@ pub struct Estimate {
     /// The quantised picture(s).
     pub picture_bytes: u64,
     /// The encoded output (bounded by the picture's size: PNG's filters and deflate do
-    /// not grow photos' samples).
+    /// not grow photos' samples), and the PNG writer's strips in flight
+    /// ([`crate::codec::png_strips::working_bytes`]).
     pub encoded_bytes: u64,
     /// The peak: `max(decoded + working + picture, picture + encoded)`, plus the weights
     /// and 16 MiB for the codecs' own state and small buffers. The request body is not
@@ -165,15 +166,21 @@ pub fn estimate_of(
         )
     };
     let working_bytes = working_bytes + 4 * kept_floats(grid, per_map, mode);
+    let row_bytes = (width * grid.k) as u64 * sample;
+    let encoded_bytes = picture_bytes
+        + crate::codec::png_strips::working_bytes(row_bytes as usize, threads).min(
+            // A picture smaller than the writer's group is all the strips there are.
+            picture_bytes.saturating_mul(3),
+        );
     let total_bytes = (decoded_bytes + working_bytes + picture_bytes)
-        .max(2 * picture_bytes)
+        .max(picture_bytes + encoded_bytes)
         .saturating_add(weight_bytes)
         .saturating_add(FIXED_BYTES);
     Estimate {
         decoded_bytes,
         working_bytes,
         picture_bytes,
-        encoded_bytes: picture_bytes,
+        encoded_bytes,
         total_bytes,
         streamed,
         strip_rows,

@@ -40,6 +40,20 @@ use super::CodecError;
 /// joint cost nothing (< 0.01 %), small enough to spread a 1080p picture over both cores.
 pub const STRIP_BYTES: usize = 1 << 20;
 
+/// Strips compressed at once per pool thread before they are written out (see
+/// [`encode_png_strips`]): enough to keep every thread busy through a group.
+const GROUP_PER_THREAD: usize = 4;
+
+/// The writer's own buffers at most, in bytes, for rows of `row_bytes` on a pool of
+/// `threads`: on each thread a strip in flight (its filtered rows, and 16-bit rows swapped
+/// into PNG order), and a group of compressed strips waiting to be written (fdeflate's
+/// codes are at most 12 bits a byte: ≤ 1.5 × the strip, plus its headers).
+pub fn working_bytes(row_bytes: usize, threads: usize) -> u64 {
+    let strip = STRIP_BYTES.max(row_bytes) as u64 + row_bytes as u64 + 1024;
+    let threads = threads.max(1) as u64;
+    threads * 2 * strip + GROUP_PER_THREAD as u64 * threads * (strip * 3 / 2)
+}
+
 /// Sample layout of the rows to encode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PngRows {
@@ -104,27 +118,32 @@ pub fn encode_png_strips(
         )));
     }
     let per_strip = (strip_bytes / stride).clamp(1, height);
-    let strips: Vec<Strip> = (0..height)
-        .step_by(per_strip)
-        .collect::<Vec<_>>()
-        .into_par_iter()
-        .map(|y0| compress_strip(data, rows, y0..(y0 + per_strip).min(height)))
-        .collect::<Result<_, _>>()?;
+    let starts: Vec<usize> = (0..height).step_by(per_strip).collect();
+    let last = starts.len() - 1;
 
-    let compressed: usize = strips.iter().map(|s| s.zlib.len()).sum();
-    let mut out = Vec::with_capacity(compressed + 256);
+    // Strips are compressed a group at a time and written before the next group starts,
+    // so the compressed strips waiting to be joined never exceed one group, and the job
+    // holds the picture, the PNG and a group (not the PNG twice).
+    let group = GROUP_PER_THREAD * rayon::current_num_threads();
+    let mut out = Vec::with_capacity(data.len() / 4 + 256);
     let mut encoder = png::Encoder::new(&mut out, rows.width, rows.height);
     encoder.set_color(color);
     encoder.set_depth(depth);
     let mut writer = encoder.write_header().map_err(png_error)?;
-    let last = strips.len() - 1;
     let mut adler = 1;
-    for (i, strip) in strips.into_iter().enumerate() {
-        adler = adler32_combine(adler, strip.adler, strip.raw_len);
-        let body = joinable(strip.zlib, i == 0, i == last)?;
-        writer
-            .write_chunk(png::chunk::IDAT, &body)
-            .map_err(png_error)?;
+    for (g, firsts) in starts.chunks(group).enumerate() {
+        let strips: Vec<Strip> = firsts
+            .par_iter()
+            .map(|&y0| compress_strip(data, rows, y0..(y0 + per_strip).min(height)))
+            .collect::<Result<_, _>>()?;
+        for (j, strip) in strips.into_iter().enumerate() {
+            let i = g * group + j;
+            adler = adler32_combine(adler, strip.adler, strip.raw_len);
+            let body = joinable(strip.zlib, i == 0, i == last)?;
+            writer
+                .write_chunk(png::chunk::IDAT, &body)
+                .map_err(png_error)?;
+        }
     }
     writer
         .write_chunk(png::chunk::IDAT, &adler.to_be_bytes())
