@@ -88,7 +88,7 @@ pub fn zip_tiffs(
     let files = maps
         .par_iter()
         .map(|m| super::super::tiff_out::encode_tiff(&[m], 1, h, w, serde_json::Value::Null))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Vec<_>>();
     let entries = maps.iter().map(|m| (non_nan_min_max(m), None)).collect();
     archive(
         files,
@@ -116,13 +116,23 @@ pub fn zip_rendered(
     let Target::PerMap(canvases) = rendered.target else {
         return Err(CodecError::Encode("a ZIP needs one picture per map".into()));
     };
-    let files = canvases
-        .par_iter()
-        .map(|cv| match inner {
-            ZipInner::Webp => cv.webp(),
-            _ => cv.png(speed),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // Members are encoded in order and written as they come, so the job holds the ZIP and
+    // one member (a group of one per thread for WebP), not every member twice. A PNG
+    // member is already encoded on every thread ([`super::super::png_strips`]); the WebP
+    // encoder runs on one, so its members go a group at a time.
+    let group = match inner {
+        ZipInner::Webp => rayon::current_num_threads().max(1),
+        _ => 1,
+    };
+    let files = canvases.chunks(group).flat_map(|members| {
+        members
+            .par_iter()
+            .map(|cv| match inner {
+                ZipInner::Webp => cv.webp(),
+                _ => cv.png(speed),
+            })
+            .collect::<Vec<_>>()
+    });
     let entries = rendered
         .stats
         .iter()
@@ -133,9 +143,10 @@ pub fn zip_rendered(
     Ok((zip, rendered.ranges))
 }
 
-/// Packs one file per map, with each map's extremes and range, and the manifest.
+/// Packs one file per map, with each map's extremes and range, and the manifest. Each
+/// file is dropped once written.
 fn archive(
-    files: Vec<Vec<u8>>,
+    files: impl IntoIterator<Item = Result<Vec<u8>, CodecError>>,
     entries: Vec<((f32, f32), Option<MapRange>)>,
     c: usize,
     inner: ZipInner,
@@ -146,15 +157,16 @@ fn archive(
     let zip_err = |e: zip::result::ZipError| CodecError::Encode(format!("zip: {e}"));
     let io_err = |e: std::io::Error| CodecError::Encode(format!("zip: {e}"));
     let mut zip = ZipWriter::new(Cursor::new(Vec::new()));
-    let mut list = Vec::with_capacity(files.len());
-    for (k, (file, ((min, max), range))) in files.iter().zip(entries).enumerate() {
+    let mut list = Vec::with_capacity(entries.len());
+    for (k, (file, ((min, max), range))) in files.into_iter().zip(entries).enumerate() {
+        let file = file?;
         let (i, j) = (k / c, k % c);
         let name = format!("n{i}_c{j}.{}", inner.extension());
         let opts = SimpleFileOptions::default()
             .compression_method(CompressionMethod::Stored)
             .large_file(file.len() as u64 >= u64::from(u32::MAX));
         zip.start_file(name.as_str(), opts).map_err(zip_err)?;
-        zip.write_all(file).map_err(io_err)?;
+        zip.write_all(&file).map_err(io_err)?;
         let mut entry = serde_json::json!({
             "name": name,
             "n": i,
