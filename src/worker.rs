@@ -176,8 +176,10 @@ impl ComputePool {
             let alone = self.running.available_permits() + 1 == self.running_slots;
             tokio::task::spawn_blocking(move || {
                 let _permits = (admit, slot);
-                let _entered = span.enter();
                 pool.install(|| {
+                    // Entered on the pool thread that runs the job, so its logs carry the
+                    // request's span.
+                    let _entered = span.enter();
                     let _awake = alone.then(KeepAwake::start);
                     job(&t)
                 })

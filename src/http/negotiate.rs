@@ -74,7 +74,13 @@ pub fn content_type(headers: &HeaderMap) -> Option<String> {
         })
 }
 
-/// Collects `Server-Timing` stages (`name;dur=ms`, or `name;desc="…";dur=ms`).
+/// A stage at least this long (ms) is logged at `info` when it ends, so a long job (a
+/// 50 MP photo takes about a second) shows its progress in the logs; shorter ones at
+/// `debug`.
+pub const SLOW_STAGE_MS: f64 = 250.0;
+
+/// Collects `Server-Timing` stages (`name;dur=ms`, or `name;desc="…";dur=ms`) and logs each
+/// as it ends (in the request's span: `request_id`).
 #[derive(Debug, Default, Clone)]
 pub struct Timings {
     stages: Vec<(&'static str, f64)>,
@@ -85,8 +91,15 @@ pub struct Timings {
 impl Timings {
     /// Records a stage that started at `since`.
     pub fn record(&mut self, stage: &'static str, since: Instant) {
-        self.stages
-            .push((stage, since.elapsed().as_secs_f64() * 1e3));
+        let ms = since.elapsed().as_secs_f64() * 1e3;
+        let total: f64 = self.stages.iter().map(|(_, d)| d).sum::<f64>() + ms;
+        let (ms_1, total_1) = (format!("{ms:.1}"), format!("{total:.1}"));
+        if ms >= SLOW_STAGE_MS {
+            tracing::info!(stage, ms = %ms_1, total_ms = %total_1, "stage done");
+        } else {
+            tracing::debug!(stage, ms = %ms_1, total_ms = %total_1, "stage done");
+        }
+        self.stages.push((stage, ms));
     }
 
     /// Records a stage with a description (a token: letters, digits, `_`, `+`).
@@ -153,6 +166,41 @@ mod tests {
     fn q_values_are_honoured() {
         let h = accept("application/x-npy;q=0.2, application/json;q=0.8");
         assert_eq!(negotiate(&h, OFFERS).unwrap(), Some("application/json"));
+    }
+
+    #[test]
+    fn slow_stages_are_logged_at_info_with_the_running_total() {
+        use std::sync::{Arc, Mutex};
+        use std::time::Duration;
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let mut t = Timings::default();
+            t.record("decode", Instant::now() - Duration::from_millis(600));
+            t.record("conv", Instant::now());
+            t.record("encode", Instant::now() - Duration::from_millis(300));
+        });
+        let log = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 2, "{log}");
+        assert!(lines[0].contains("stage=\"decode\"") && lines[0].contains("stage done"));
+        assert!(lines[1].contains("stage=\"encode\"") && lines[1].contains("total_ms=9"));
     }
 
     #[test]
