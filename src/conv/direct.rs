@@ -341,10 +341,11 @@ fn band_kernel<const FMA: bool, const TILE: usize>(
 
 /// The row-sharing tile's parameters, so that `Plan` is the same on every target.
 #[cfg(target_arch = "x86_64")]
-use super::rowtile::{ROWS as ROW_TILE_ROWS, WIDTH as ROW_TILE_WIDTH};
-use super::stream::STREAM_BYTES;
+use super::rowtile::{ROWS as ROW_TILE_ROWS, STREAM_BYTES, WIDTH as ROW_TILE_WIDTH};
 #[cfg(not(target_arch = "x86_64"))]
 const ROW_TILE_ROWS: usize = 1;
+#[cfg(not(target_arch = "x86_64"))]
+const STREAM_BYTES: usize = usize::MAX;
 #[cfg(not(target_arch = "x86_64"))]
 const ROW_TILE_WIDTH: usize = usize::MAX;
 

@@ -37,7 +37,6 @@ pub mod reference;
 pub(crate) mod rowtile;
 pub mod separable;
 pub mod stack;
-pub(crate) mod stream;
 pub mod strip;
 #[cfg(test)]
 pub(crate) mod testutil;

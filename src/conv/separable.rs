@@ -83,23 +83,7 @@ impl SeparablePlan {
         g: &Conv2dGeometry,
         cancel: &CancelToken,
     ) -> Result<Array4<f32>, Cancelled> {
-        let large = g.n * g.c_out * g.out_h * g.out_w * 4 >= super::stream::STREAM_BYTES;
-        self.run_storing(input, bias, g, cancel, large)
-    }
-
-    /// [`Self::run`], with streaming stores ([`super::stream`]) when `stream` and the CPU
-    /// has AVX-512 (tests force them on small layers).
-    pub(crate) fn run_storing(
-        &self,
-        input: ArrayView4<'_, f32>,
-        bias: Option<ArrayView1<'_, f32>>,
-        g: &Conv2dGeometry,
-        cancel: &CancelToken,
-        stream: bool,
-    ) -> Result<Array4<f32>, Cancelled> {
         assert_eq!(input.shape(), g.input_shape().as_slice());
-        let isa = isa::detect();
-        let stream = stream && cfg!(target_arch = "x86_64") && isa == isa::Isa::Avx512;
         let x = input.as_standard_layout();
         let x = x.as_slice().expect("standard layout");
         let [_, eff_w] = g.effective_kernel();
@@ -118,7 +102,7 @@ impl SeparablePlan {
         let row_macs = (g.out_w * (g.k_h + g.k_w)).max(1);
         let band_rows = (TASK_MACS / row_macs).max(1);
         let plane = g.h * g.w;
-        isa::run(isa, g, band_rows, cancel, |p| {
+        isa::run(isa::detect(), g, band_rows, cancel, |p| {
             let (b, o) = (p / g.c_out, p % g.c_out);
             let group = o / (g.c_out / g.groups);
             SepArgs {
@@ -129,7 +113,6 @@ impl SeparablePlan {
                 bias: bias.map_or(0.0, |b| b[o]),
                 cols,
                 border: &border,
-                stream,
             }
         })
     }
@@ -147,9 +130,6 @@ pub(crate) struct SepArgs<'a> {
     /// Padded columns the horizontal pass reads.
     cols: usize,
     border: &'a [(usize, Option<usize>)],
-    /// Store the output rows with streaming stores (only set with AVX-512, on the
-    /// AVX-512 build: `TILE = 2·isa::TILE`).
-    stream: bool,
 }
 
 // SAFETY: `fused_band` writes every output column of every row (one tile loop over
@@ -212,7 +192,6 @@ fn fused_band<const FMA: bool, const TILE: usize>(a: &SepArgs<'_>, i0: usize, ou
     let g = a.g;
     let (pl, w) = (g.padding[2], g.w);
     let (sw, dw, dh) = (g.stride[1], g.dilation[1], g.dilation[0]);
-    let stream = a.stream && TILE == 2 * isa::TILE;
     ROW.with_borrow_mut(|row| {
         row.resize(a.cols.max(pl + w), 0.0);
         let mut rows: Vec<Option<&[f32]>> = Vec::with_capacity(g.k_h);
@@ -242,25 +221,6 @@ fn fused_band<const FMA: bool, const TILE: usize>(a: &SepArgs<'_>, i0: usize, ou
             }
             // Horizontal: out[j] = Σ_v wh[v]·row[j·s_w + v·d_w] + bias.
             let row = &row[..a.cols];
-            // Streaming: tiles after the first start on a 64-byte aligned output.
-            #[cfg(target_arch = "x86_64")]
-            if sw == 1 && stream {
-                let aligned = super::stream::aligned_from(out_row, 0);
-                for_tiles_from::<TILE>(g.out_w, aligned, |j0, len| {
-                    let mut acc = [0.0f32; TILE];
-                    for (v, &wv) in a.wh.iter().enumerate() {
-                        let src = &row[j0 + v * dw..][..len];
-                        for (acc, &x) in acc[..len].iter_mut().zip(src) {
-                            *acc = madd::<FMA>(wv, x, *acc);
-                        }
-                    }
-                    for acc in &mut acc[..len] {
-                        *acc += a.bias;
-                    }
-                    super::stream::store(&mut out_row[j0..j0 + len], &acc[..len]);
-                });
-                continue;
-            }
             if sw == 1 {
                 for_tiles::<TILE>(g.out_w, |j0, len| {
                     let mut acc = [0.0f32; TILE];
@@ -285,30 +245,6 @@ fn fused_band<const FMA: bool, const TILE: usize>(a: &SepArgs<'_>, i0: usize, ou
             }
         }
     });
-    #[cfg(target_arch = "x86_64")]
-    if stream {
-        super::stream::fence();
-    }
-}
-
-/// [`for_tiles`], but after the first tile the tiles start at `from` (when `0 < from <
-/// n − TILE`), so that they start on aligned outputs (the first tile covers the columns
-/// before, some of them twice, with the same values).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn for_tiles_from<const TILE: usize>(n: usize, from: usize, mut f: impl FnMut(usize, usize)) {
-    if n < TILE || from == 0 || from + TILE > n {
-        return for_tiles::<TILE>(n, f);
-    }
-    f(0, TILE);
-    let mut j0 = from;
-    while j0 + TILE <= n {
-        f(j0, TILE);
-        j0 += TILE;
-    }
-    if j0 < n {
-        f(n - TILE, TILE);
-    }
 }
 
 /// Calls `f(start, len)` over `0 .. n` in tiles: full tiles of `TILE` (with `len ==
@@ -363,33 +299,6 @@ mod tests {
             let want = conv2d_reference(x.view(), wt.view(), Some(b.view()), &g);
             let got = plan(wt.view(), &g).unwrap().run(x.view(), Some(b.view()), &g, &CancelToken::new()).unwrap();
             assert_close(&got, &want, &x, &wt, Some(&b), &g);
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
-        /// Streaming stores (forced on small layers) write the same floats as ordinary
-        /// ones: rows narrower and wider than a tile, odd row counts, every padding mode,
-        /// strides 1–2, batch and channels.
-        #[test]
-        fn streaming_stores_write_the_same_floats(
-            (n, c, h, w) in (1usize..3, 1usize..3, 5usize..20, 5usize..420),
-            (k, s_w, mode, pad, seed) in (5usize..7, 1usize..3, 0usize..5, 0usize..4, any::<u32>()),
-        ) {
-            let modes = [PaddingMode::Zeros, PaddingMode::Reflect, PaddingMode::Replicate, PaddingMode::Circular, PaddingMode::Symmetric];
-            let params = Conv2dParams { stride: [1, s_w], padding: Padding::Explicit([pad, pad + 1, pad, pad]), groups: c, padding_mode: modes[mode], ..Default::default() };
-            let Ok(g) = Conv2dGeometry::new([n, c, h, w], [c, 1, k, k], Some(c), &params) else { return Ok(()) };
-            let mut s = seed | 1;
-            let mut next = move || { s ^= s << 13; s ^= s >> 17; s ^= s << 5; (s % 1000) as f32 / 100.0 - 5.0 };
-            let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
-            let wt = Array4::from_shape_fn(g.weight_shape(), |(o, _, i, j)| ((o + i) % 3 + 1) as f32 * ((j % 2) + 1) as f32 * 0.25);
-            let b = Array1::from_shape_simple_fn(c, &mut next);
-            let sep = plan(wt.view(), &g).unwrap();
-            let run = |stream| sep.run_storing(x.view(), Some(b.view()), &g, &CancelToken::new(), stream).unwrap();
-            let (plain, streamed) = (run(false), run(true));
-            let want = conv2d_reference(x.view(), wt.view(), Some(b.view()), &g);
-            assert_close(&streamed, &want, &x, &wt, Some(&b), &g);
-            prop_assert!(plain.iter().zip(&streamed).all(|(p, s)| p.to_bits() == s.to_bits()));
         }
     }
 
