@@ -20,7 +20,7 @@
 //! first; that copy cost as much as a 3×3 convolution itself (a quarter of W1).
 //!
 //! With AVX-512, layers of one input channel per output at stride 1 and dilation 1 down
-//! the rows compute their interior columns in [`super::rowtile`] instead: 4 output rows
+//! the rows compute their interior columns in `conv::rowtile` instead: 4 output rows
 //! share each loaded input vector, and outputs of 16 MiB or more are written with
 //! streaming stores. Criterion medians of 4 alternating rounds, before → after: W1 477 →
 //! 372 µs, W5 9.25 → 6.45 ms, W6 3.66 → 2.50 ms (2.64 ms without streaming). Several
