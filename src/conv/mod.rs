@@ -33,6 +33,8 @@ pub mod phased;
 pub mod plan;
 pub mod presets;
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod rowtile;
 pub mod separable;
 pub mod stack;
 pub mod strip;
