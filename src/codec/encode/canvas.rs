@@ -13,7 +13,7 @@ use super::super::png_strips::{encode_png_strips, PngRows, STRIP_BYTES};
 use super::super::CodecError;
 use super::{png_dims, BitDepth, PngSpeed, MONTAGE_GAP};
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
-use image::{ExtendedColorType, ImageEncoder};
+use image::ImageEncoder;
 
 /// Where each map goes in a picture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,6 +159,17 @@ impl Canvas {
     /// # Errors
     /// [`CodecError::Encode`] if the PNG encoder fails.
     pub fn png(&self, speed: PngSpeed) -> Result<Vec<u8>, CodecError> {
+        let (w, h) = png_dims(self.width, self.height)?;
+        if speed == PngSpeed::Fast {
+            let rows = PngRows {
+                width: w,
+                height: h,
+                // 1, 3 or 4 (Grid::k).
+                channels: self.grid.k as u8,
+                bits: 8 * sample_bytes(self.depth) as u8,
+            };
+            return encode_png_strips(&self.data, rows, STRIP_BYTES);
+        }
         use image::ExtendedColorType as E;
         let color = match (self.grid.k, self.depth) {
             (1, BitDepth::Eight) => E::L8,
@@ -168,8 +179,12 @@ impl Canvas {
             (_, BitDepth::Eight) => E::Rgba8,
             (_, BitDepth::Sixteen) => E::Rgba16,
         };
-        let (w, h) = png_dims(self.width, self.height)?;
-        write_png(&self.data, w, h, color, speed)
+        // `compression: small`: the `image` crate's best compression, one thread.
+        let mut out = Vec::with_capacity(self.data.len() / 4 + 256);
+        PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::Adaptive)
+            .write_image(&self.data, w, h, color)
+            .map_err(|e| CodecError::Encode(e.to_string()))?;
+        Ok(out)
     }
 }
 
@@ -246,41 +261,4 @@ fn sample_bytes(depth: BitDepth) -> usize {
         BitDepth::Eight => 1,
         BitDepth::Sixteen => 2,
     }
-}
-
-/// Encodes interleaved sample bytes (16-bit ones in native order) as a PNG: in strips on
-/// the pool when fast, with the `image` crate's best compression when small.
-fn write_png(
-    bytes: &[u8],
-    w: u32,
-    h: u32,
-    color: ExtendedColorType,
-    speed: PngSpeed,
-) -> Result<Vec<u8>, CodecError> {
-    let compression = match speed {
-        PngSpeed::Fast => {
-            let (channels, bits) = match color {
-                ExtendedColorType::L8 => (1, 8),
-                ExtendedColorType::L16 => (1, 16),
-                ExtendedColorType::Rgb8 => (3, 8),
-                ExtendedColorType::Rgb16 => (3, 16),
-                ExtendedColorType::Rgba8 => (4, 8),
-                ExtendedColorType::Rgba16 => (4, 16),
-                other => return Err(CodecError::Encode(format!("PNG of {other:?}"))),
-            };
-            let rows = PngRows {
-                width: w,
-                height: h,
-                channels,
-                bits,
-            };
-            return encode_png_strips(bytes, rows, STRIP_BYTES);
-        }
-        PngSpeed::Small => CompressionType::Best,
-    };
-    let mut out = Vec::with_capacity(bytes.len() / 4 + 256);
-    PngEncoder::new_with_quality(&mut out, compression, FilterType::Adaptive)
-        .write_image(bytes, w, h, color)
-        .map_err(|e| CodecError::Encode(e.to_string()))?;
-    Ok(out)
 }
