@@ -215,6 +215,48 @@ impl Band<'_> {
         }
     }
 
+    /// Writes row `y` (of this band) of every channel of tile `tile` at once: `srcs[ch]`
+    /// is map `tile · k + ch`'s row of `w` quantised values. The same bytes as
+    /// [`Band::put_row`] for each map, in one pass over the picture row instead of `k`.
+    ///
+    /// # Panics
+    /// If `tile` or `y` is out of the band, or `srcs` is not `k` rows of `w`.
+    pub fn put_tile_row(&mut self, tile: usize, y: usize, srcs: &[Vec<u16>]) {
+        let Grid { c, w, k, .. } = self.grid;
+        assert!(tile < c / k && y < self.rows.len(), "tile {tile}, row {y}");
+        assert!(
+            srcs.len() == k && srcs.iter().all(|s| s.len() == w),
+            "{k} rows of {w}"
+        );
+        let sb = sample_bytes(self.depth);
+        let x0 = tile * (w + self.grid.gap());
+        let row = &mut self.data[y * self.stride..][..self.stride];
+        let row = &mut row[x0 * k * sb..(x0 + w) * k * sb];
+        match (self.depth, k) {
+            // Values are ≤ 255 at 8 bits, so the narrowing is lossless.
+            (BitDepth::Eight, 3) => {
+                let (r, g, b) = (&srcs[0][..], &srcs[1][..], &srcs[2][..]);
+                for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(r.iter().zip(g).zip(b)) {
+                    px.copy_from_slice(&[r as u8, g as u8, b as u8]);
+                }
+            }
+            (BitDepth::Eight, _) => {
+                for (x, px) in row.chunks_exact_mut(k).enumerate() {
+                    for (o, src) in px.iter_mut().zip(srcs) {
+                        *o = src[x] as u8;
+                    }
+                }
+            }
+            (BitDepth::Sixteen, _) => {
+                for (x, px) in row.chunks_exact_mut(2 * k).enumerate() {
+                    for (o, src) in px.chunks_exact_mut(2).zip(srcs) {
+                        o.copy_from_slice(&src[x].to_ne_bytes());
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes row `y` (of this band) of map `j`: `w` quantised values.
     ///
     /// # Panics

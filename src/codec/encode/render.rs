@@ -161,16 +161,34 @@ pub fn render<S: Strips>(
                 Some(s) => s,
                 None => strips.strip(i, r.clone())?,
             };
-            // Row by row through a row of pixels that stays in L1.
-            let mut pixels = vec![0u16; w];
-            for (j, map) in strip.chunks_exact(r.len() * w).enumerate() {
-                let q = &quantizers[i * c + j];
-                let (band, at) = if bands.len() == 1 { (0, j) } else { (j, 0) };
-                for (y, row) in map.chunks_exact(w).enumerate() {
-                    q.fill(row, &mut pixels);
-                    bands[band].put_row(at, y, &pixels);
+            let maps: Vec<&[f32]> = strip.chunks_exact(r.len() * w).collect();
+            if bands.len() == 1 && grid.k > 1 {
+                // Tiles of k channels (RGB, RGBA): row by row, each channel's row quantised
+                // into L1, then the tile's pixels written in one pass.
+                let k = grid.k;
+                let mut pixels = vec![vec![0u16; w]; k];
+                for tile in 0..c / k {
+                    for y in 0..r.len() {
+                        for (ch, px) in pixels.iter_mut().enumerate() {
+                            let j = tile * k + ch;
+                            quantizers[i * c + j].fill(&maps[j][y * w..][..w], px);
+                        }
+                        bands[0].put_tile_row(tile, y, &pixels);
+                    }
+                }
+            } else {
+                // Row by row through a row of pixels that stays in L1.
+                let mut pixels = vec![0u16; w];
+                for (j, map) in maps.iter().enumerate() {
+                    let q = &quantizers[i * c + j];
+                    let (band, at) = if bands.len() == 1 { (0, j) } else { (j, 0) };
+                    for (y, row) in map.chunks_exact(w).enumerate() {
+                        q.fill(row, &mut pixels);
+                        bands[band].put_row(at, y, &pixels);
+                    }
                 }
             }
+            drop(maps);
             strips.done(strip);
             Ok(())
         })

@@ -353,3 +353,59 @@ fn webp_picture_decodes_to_exactly_the_eight_bit_png_pixels() {
         assert_eq!(png, webp, "{layout:?}");
     }
 }
+
+#[test]
+fn a_tile_row_written_at_once_equals_its_channels_written_one_by_one() {
+    for (k, depth) in [
+        (3, BitDepth::Eight),
+        (4, BitDepth::Eight),
+        (3, BitDepth::Sixteen),
+        (4, BitDepth::Sixteen),
+    ] {
+        // Two images of two tiles each: gaps between tiles and rows.
+        let grid = Grid {
+            n: 2,
+            c: 2 * k,
+            h: 3,
+            w: 5,
+            k,
+        };
+        let top = depth.max_value();
+        let value = |i: usize, j: usize, y: usize, x: usize| {
+            ((i * 977 + j * 131 + y * 17 + x * 7) % (usize::from(top) + 1)) as u16
+        };
+        let mut by_map = Canvas::new(grid, depth).unwrap();
+        let mut by_tile = Canvas::new(grid, depth).unwrap();
+        for band in by_map.bands(2) {
+            let mut band = band;
+            for j in 0..grid.c {
+                for y in 0..band.rows.len() {
+                    let row: Vec<u16> = (0..grid.w)
+                        .map(|x| value(band.image, j, band.rows.start + y, x))
+                        .collect();
+                    band.put_row(j, y, &row);
+                }
+            }
+        }
+        for band in by_tile.bands(2) {
+            let mut band = band;
+            for tile in 0..grid.c / k {
+                for y in 0..band.rows.len() {
+                    let rows: Vec<Vec<u16>> = (0..k)
+                        .map(|ch| {
+                            (0..grid.w)
+                                .map(|x| value(band.image, tile * k + ch, band.rows.start + y, x))
+                                .collect()
+                        })
+                        .collect();
+                    band.put_tile_row(tile, y, &rows);
+                }
+            }
+        }
+        assert_eq!(
+            by_map.png(PngSpeed::Fast).unwrap(),
+            by_tile.png(PngSpeed::Fast).unwrap(),
+            "k {k}, {depth:?}"
+        );
+    }
+}
