@@ -84,6 +84,36 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    // Samples → float planes, as the strip pipeline converts them: 1 MiB of floats per
+    // strip, one thread.
+    let px = convd::codec::decode_pixels(
+        &png,
+        &convd::codec::DecodeOptions::default(),
+        &convd::codec::DecodeLimits {
+            max_width: W,
+            max_height: H,
+            max_pixels: u64::from(W * H),
+            max_alloc_bytes: 1 << 30,
+        },
+    )
+    .expect("png");
+    let mut g = c.benchmark_group("samples_to_floats_12mp");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(pixels));
+    g.bench_function("rgb8", |b| {
+        let rows = (1 << 18) / (3 * W as usize);
+        let mut out = vec![0.0f32; 3 * rows * W as usize];
+        b.iter(|| {
+            for y in (0..H as usize).step_by(rows) {
+                let r = y..(y + rows).min(H as usize);
+                let n = 3 * r.len() * W as usize;
+                px.rows(r, &mut out[..n]);
+            }
+            black_box(&out);
+        })
+    });
+    g.finish();
+
     let mut g = c.benchmark_group("decode_png_12mp");
     g.sample_size(10);
     g.throughput(Throughput::Elements(pixels));

@@ -265,65 +265,82 @@ impl Quantizer {
     /// If the lengths differ.
     pub fn fill(&self, map: &[f32], out: &mut [u16]) {
         assert_eq!(map.len(), out.len(), "quantize: output length mismatch");
-        let top = self.top;
-        let max = f64::from(top);
-        // x ↦ round((x − offset)·scale) clamped to 0..=max, one multiply per pixel (a
-        // division and a libm `round` call per pixel were a quarter of the 1080p pipeline).
-        // Rounding is half up, `(v + 0.5)` truncated, which equals half away from zero for
-        // v ≥ 0.
-        let quantize = move |v: f64| -> u16 {
-            if v >= max {
-                top
-            } else if v > 0.0 {
-                (v + 0.5) as u16
-            } else {
-                0 // also NaN
-            }
-        };
-        let each = |out: &mut [u16], f: &dyn Fn(f32) -> u16| {
-            for (o, &x) in out.iter_mut().zip(map) {
-                *o = f(x);
-            }
-        };
-        match self.rule {
-            // Branch-free in f32 so it vectorises: ±∞ saturate, NaN → 0 (`max` drops NaN).
-            // Within a rounding error of the f64 form.
-            Rule::Shift { lo, scale } => {
-                for (o, &x) in out.iter_mut().zip(map) {
-                    *o = quantize32((x - lo) * scale, top);
-                }
-            }
-            Rule::ShiftWide { lo, scale } => each(out, &|x: f32| {
-                if x.is_finite() {
-                    quantize((f64::from(x) - lo) * scale)
-                } else if x == f32::INFINITY {
-                    top
-                } else {
-                    0
-                }
-            }),
-            // Not `clamp`: it keeps NaN, where `max` maps NaN to 0 as documented.
-            #[allow(clippy::manual_clamp)]
-            Rule::Clamp { k } => {
-                for (o, &x) in out.iter_mut().zip(map) {
-                    *o = quantize32(x.max(0.0).min(255.0) * k, top);
-                }
-            }
-            Rule::Abs { scale } => {
-                for (o, &x) in out.iter_mut().zip(map) {
-                    *o = quantize32(x.abs() * scale, top);
-                }
-            }
-            Rule::AbsWide { scale } => each(out, &|x: f32| {
-                if x.is_finite() {
-                    quantize(f64::from(x.abs()) * scale)
-                } else if x.is_infinite() {
-                    top
-                } else {
-                    0
-                }
-            }),
+        fill_rule(self.rule, self.top, map, out);
+    }
+
+    /// [`Self::fill`] compiled for `level` (for tests of every variant).
+    #[cfg(test)]
+    pub(crate) fn fill_at(&self, level: super::simd::Level, map: &[f32], out: &mut [u16]) {
+        assert_eq!(map.len(), out.len(), "quantize: output length mismatch");
+        fill_rule_at(level, self.rule, self.top, map, out);
+    }
+}
+
+super::simd::multiversion! {
+    /// `out[i] = pixel(map[i])` under `rule`, compiled for the widest instruction set.
+    fn fill_rule, fill_rule_at(rule: Rule, top: u16, map: &[f32], out: &mut [u16]) = fill_body;
+}
+
+/// [`Quantizer::fill`]'s loop (`map` and `out` of one length).
+#[inline(always)]
+fn fill_body(rule: Rule, top: u16, map: &[f32], out: &mut [u16]) {
+    let max = f64::from(top);
+    // x ↦ round((x − offset)·scale) clamped to 0..=max, one multiply per pixel (a
+    // division and a libm `round` call per pixel were a quarter of the 1080p pipeline).
+    // Rounding is half up, `(v + 0.5)` truncated, which equals half away from zero for
+    // v ≥ 0.
+    let quantize = move |v: f64| -> u16 {
+        if v >= max {
+            top
+        } else if v > 0.0 {
+            (v + 0.5) as u16
+        } else {
+            0 // also NaN
         }
+    };
+    let each = |out: &mut [u16], f: &dyn Fn(f32) -> u16| {
+        for (o, &x) in out.iter_mut().zip(map) {
+            *o = f(x);
+        }
+    };
+    match rule {
+        // Branch-free in f32 so it vectorises: ±∞ saturate, NaN → 0 (`max` drops NaN).
+        // Within a rounding error of the f64 form.
+        Rule::Shift { lo, scale } => {
+            for (o, &x) in out.iter_mut().zip(map) {
+                *o = quantize32((x - lo) * scale, top);
+            }
+        }
+        Rule::ShiftWide { lo, scale } => each(out, &|x: f32| {
+            if x.is_finite() {
+                quantize((f64::from(x) - lo) * scale)
+            } else if x == f32::INFINITY {
+                top
+            } else {
+                0
+            }
+        }),
+        // Not `clamp`: it keeps NaN, where `max` maps NaN to 0 as documented.
+        #[allow(clippy::manual_clamp)]
+        Rule::Clamp { k } => {
+            for (o, &x) in out.iter_mut().zip(map) {
+                *o = quantize32(x.max(0.0).min(255.0) * k, top);
+            }
+        }
+        Rule::Abs { scale } => {
+            for (o, &x) in out.iter_mut().zip(map) {
+                *o = quantize32(x.abs() * scale, top);
+            }
+        }
+        Rule::AbsWide { scale } => each(out, &|x: f32| {
+            if x.is_finite() {
+                quantize(f64::from(x.abs()) * scale)
+            } else if x.is_infinite() {
+                top
+            } else {
+                0
+            }
+        }),
     }
 }
 

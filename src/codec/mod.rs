@@ -12,6 +12,7 @@ pub mod decode;
 pub mod encode;
 pub mod layout;
 pub mod png_strips;
+pub(crate) mod simd;
 pub mod tiff_out;
 pub mod webp;
 

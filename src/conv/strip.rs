@@ -38,7 +38,8 @@ use super::{conv2d_with, CancelToken, Cancelled};
 /// Fills `out` (`[c, rows.len(), w]` of the stack's input, row-major, of one image) with
 /// input rows `rows`.
 pub trait RowSource: Sync {
-    /// Writes rows `rows` of every channel; `out.len() == c · rows.len() · w`.
+    /// Writes rows `rows` of every channel; `out.len() == c · rows.len() · w`. Every
+    /// element of `out` must be written: it comes unzeroed from the buffer cache.
     fn rows(&self, rows: Range<usize>, out: &mut [f32]);
 }
 
@@ -168,8 +169,7 @@ impl<'a> StripStack<'a> {
     ) -> Result<Array4<f32>, Cancelled> {
         if l == 0 {
             let g = &self.layers[0].geom;
-            let mut data = super::buffers::take(g.c_in * rows.len() * g.w);
-            data.resize(g.c_in * rows.len() * g.w, 0.0);
+            let mut data = super::buffers::take_unzeroed(g.c_in * rows.len() * g.w);
             source.rows(rows.clone(), &mut data);
             return Ok(Array4::from_shape_vec((1, g.c_in, rows.len(), g.w), data)
                 .expect("source strip shape"));

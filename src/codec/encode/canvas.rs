@@ -61,6 +61,13 @@ pub struct Canvas {
     data: Vec<u8>,
 }
 
+impl Drop for Canvas {
+    /// The samples go back to the buffer cache for the next picture.
+    fn drop(&mut self) {
+        crate::conv::buffers::give_bytes(std::mem::take(&mut self.data));
+    }
+}
+
 /// Rows `rows` of image `image`'s tiles, to write with [`Band::put`].
 #[derive(Debug)]
 pub struct Band<'a> {
@@ -76,7 +83,9 @@ pub struct Band<'a> {
 }
 
 impl Canvas {
-    /// A picture for `grid` at `depth`, mid-grey between tiles.
+    /// A picture for `grid` at `depth`, mid-grey between tiles. The tiles' samples are
+    /// unspecified until written: every map must be written (as `render` does) before the
+    /// picture is encoded.
     ///
     /// # Errors
     /// [`CodecError::Empty`] for an empty grid, [`CodecError::TooLarge`] beyond the PNG
@@ -97,9 +106,11 @@ impl Canvas {
             .checked_mul(height)
             .and_then(|p| p.checked_mul(k * sample_bytes(depth)))
             .ok_or_else(|| CodecError::Encode(format!("picture {width}x{height} overflows")))?;
-        let data = if grid.gap() == 0 {
-            vec![0u8; bytes]
-        } else {
+        // A buffer from the cache, warm from an earlier picture: not zeroed, since a
+        // single tile's every sample is written by `render`, and the montage background
+        // is filled here.
+        let mut data = crate::conv::buffers::take_bytes_unzeroed(bytes);
+        if grid.gap() != 0 {
             // Mid-grey samples; in RGBA the alpha of the gaps is opaque.
             let grey = depth.max_value() / 2 + 1;
             let sample = |v: u16| match depth {
@@ -111,8 +122,10 @@ impl Canvas {
                 let sb = sample_bytes(depth);
                 pixel[3 * sb..].copy_from_slice(&sample(depth.max_value()));
             }
-            pixel.repeat(bytes / pixel.len())
-        };
+            for px in data.chunks_exact_mut(pixel.len()) {
+                px.copy_from_slice(&pixel);
+            }
+        }
         Ok(Self {
             grid,
             depth,
@@ -234,12 +247,7 @@ impl Band<'_> {
         let row = &mut row[x0 * k * sb..(x0 + w) * k * sb];
         match (self.depth, k) {
             // Values are ≤ 255 at 8 bits, so the narrowing is lossless.
-            (BitDepth::Eight, 3) => {
-                let (r, g, b) = (&srcs[0][..], &srcs[1][..], &srcs[2][..]);
-                for (px, ((&r, &g), &b)) in row.chunks_exact_mut(3).zip(r.iter().zip(g).zip(b)) {
-                    px.copy_from_slice(&[r as u8, g as u8, b as u8]);
-                }
-            }
+            (BitDepth::Eight, 3) => interleave3(&srcs[0], &srcs[1], &srcs[2], row),
             (BitDepth::Eight, _) => {
                 for (x, px) in row.chunks_exact_mut(k).enumerate() {
                     for (o, src) in px.iter_mut().zip(srcs) {
@@ -294,6 +302,21 @@ impl Band<'_> {
                 }
             }
         }
+    }
+}
+
+super::super::simd::multiversion! {
+    /// `out[3x..3x + 3] = [r[x], g[x], b[x]]` as bytes (values ≤ 255), compiled for the
+    /// widest instruction set.
+    pub(crate) fn interleave3, interleave3_at(r: &[u16], g: &[u16], b: &[u16], out: &mut [u8]) = interleave3_body;
+}
+
+/// [`interleave3`]'s loop.
+#[inline(always)]
+fn interleave3_body(r: &[u16], g: &[u16], b: &[u16], out: &mut [u8]) {
+    // Values are ≤ 255 at 8 bits, so the narrowing is lossless.
+    for (px, ((&r, &g), &b)) in out.chunks_exact_mut(3).zip(r.iter().zip(g).zip(b)) {
+        px.copy_from_slice(&[r as u8, g as u8, b as u8]);
     }
 }
 

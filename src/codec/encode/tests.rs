@@ -409,3 +409,78 @@ fn a_tile_row_written_at_once_equals_its_channels_written_one_by_one() {
         );
     }
 }
+
+/// Values that reach every branch of the quantising rules: NaN, ±∞, ±0, subnormals,
+/// values around the rounding points, and a wide spread.
+fn awkward_values(n: usize) -> Vec<f32> {
+    let special = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE / 2.0,
+        0.5,
+        254.5,
+        255.0,
+        255.5,
+        -0.5,
+        1e30,
+        -1e30,
+    ];
+    let mut s = 0x2545_f491u32;
+    (0..n)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            if i % 7 == 0 {
+                special[(s as usize) % special.len()]
+            } else {
+                (s as f32 / u32::MAX as f32) * 700.0 - 200.0
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn every_instruction_set_quantises_bit_for_bit_alike() {
+    let map = awkward_values(1037);
+    let finite: Vec<f32> = map.iter().copied().filter(|v| v.is_finite()).collect();
+    for depth in [BitDepth::Eight, BitDepth::Sixteen] {
+        for mode in [Normalize::Minmax, Normalize::Clamp, Normalize::Abs] {
+            // A stats of the finite values (f32 rules) and of a huge range (f64 rules).
+            let mut narrow = MapStats::default();
+            narrow.add(&finite[..finite.len() / 2]);
+            let mut wide = MapStats::default();
+            wide.add(&[-3e38, 3e38]);
+            for stats in [narrow, wide] {
+                let q = Quantizer::new(mode, depth, &stats);
+                let mut want = vec![0u16; map.len()];
+                q.fill_at(crate::codec::simd::Level::Base, &map, &mut want);
+                for &level in crate::codec::simd::available() {
+                    let mut got = vec![1u16; map.len()];
+                    q.fill_at(level, &map, &mut got);
+                    assert_eq!(got, want, "{level:?} {mode:?} {depth:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_instruction_set_interleaves_alike() {
+    for w in [0usize, 1, 5, 64, 1001] {
+        let r: Vec<u16> = (0..w).map(|x| (x * 7 % 256) as u16).collect();
+        let g: Vec<u16> = (0..w).map(|x| (x * 13 % 256) as u16).collect();
+        let b: Vec<u16> = (0..w).map(|x| (255 - x % 256) as u16).collect();
+        let want: Vec<u8> = (0..w)
+            .flat_map(|x| [r[x] as u8, g[x] as u8, b[x] as u8])
+            .collect();
+        for &level in crate::codec::simd::available() {
+            let mut got = vec![0u8; 3 * w];
+            super::canvas::interleave3_at(level, &r, &g, &b, &mut got);
+            assert_eq!(got, want, "{level:?}, w = {w}");
+        }
+    }
+}
