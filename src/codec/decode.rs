@@ -184,15 +184,6 @@ pub struct Pixels {
     lut: [f32; 256],
 }
 
-impl Drop for Pixels {
-    /// 8-bit samples go back to the buffer cache for the next image.
-    fn drop(&mut self) {
-        if let Samples::U8(s) = &mut self.samples {
-            crate::conv::buffers::give_bytes(std::mem::take(s));
-        }
-    }
-}
-
 impl Pixels {
     /// Bytes held by the samples.
     pub fn bytes(&self) -> usize {
@@ -559,29 +550,6 @@ fn from_image(
         .set_limits(full)
         .map_err(|e| map_image_error(e, limits, Some(total)))?;
     let source = decoder.color_type();
-    let wanted = match lay.spp {
-        1 => ColorType::L8,
-        3 => ColorType::Rgb8,
-        _ => ColorType::Rgba8,
-    };
-    if source == wanted {
-        // The decoder's own layout: straight into a warm buffer from the cache (the
-        // decoder writes every byte), with no conversion pass.
-        let len = usize::try_from(total).map_err(|_| {
-            map_image_error(
-                ImageError::Limits(image::error::LimitError::from_kind(
-                    image::error::LimitErrorKind::InsufficientMemory,
-                )),
-                limits,
-                Some(total),
-            )
-        })?;
-        let mut buf = crate::conv::buffers::take_bytes_unzeroed(len);
-        decoder
-            .read_image_boxed(&mut buf)
-            .map_err(|e| map_image_error(e, limits, Some(total)))?;
-        return Ok(Samples::U8(buf));
-    }
     let img =
         DynamicImage::from_decoder(decoder).map_err(|e| map_image_error(e, limits, Some(total)))?;
     debug_assert_eq!((img.width(), img.height()), (w, h));
