@@ -19,8 +19,8 @@
 //! current thread's cache, and allocate and free plainly on any other thread (benches,
 //! tests, a library user).
 //!
-//! Decoded samples and pictures (bytes) come from the cache too, unzeroed: a buffer that
-//! a caller overwrites whole (a decoder's output, a picture's rows) is not cleared first.
+//! Pictures (bytes) come from the cache too, unzeroed: a buffer that its caller
+//! overwrites whole (a picture's rows, a strip's input rows) is not cleared first.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
