@@ -69,14 +69,14 @@ pub(crate) fn run(p: &SplitPlane<'_>, i0: usize, out: &mut [Out]) {
     let mut shifts = [0isize; MAX_SHIFTS];
     let mut cols = [(0usize, false); MAX_K_W];
     let mut n_shifts = 0;
-    for v in 0..g.k_w {
+    for (v, col) in cols.iter_mut().enumerate().take(g.k_w) {
         let e = v as isize - left;
         let s = e.div_euclid(2);
         if n_shifts == 0 || shifts[n_shifts - 1] != s {
             shifts[n_shifts] = s;
             n_shifts += 1;
         }
-        cols[v] = (n_shifts - 1, e.rem_euclid(2) == 1);
+        *col = (n_shifts - 1, e.rem_euclid(2) == 1);
     }
     let layout = Layout {
         shifts: &shifts[..n_shifts],
