@@ -23,6 +23,8 @@ pub mod buffers;
 pub mod chantile;
 pub mod direct;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod dwsplit;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod dwtile;
 pub mod gemm;
 pub mod igemm;

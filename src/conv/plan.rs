@@ -224,8 +224,13 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
                 .find(|&t| g.out_w <= t)
                 .unwrap_or(DIRECT_TILE);
             let util = g.out_w as f64 / g.out_w.next_multiple_of(tile) as f64;
-            // Each output channel copies its group's padded input once.
-            let copies = n * g.c_out as f64 * cpg as f64 * padded / g.c_in as f64;
+            // Each output channel copies its group's padded input once, except where
+            // depthwise tiles read the rows in place, splitting columns in registers.
+            let copies = if super::phased::splits_in_registers(g) {
+                0.0
+            } else {
+                n * g.c_out as f64 * cpg as f64 * padded / g.c_in as f64
+            };
             macs / (PHASED_MACS * util) + copies / PAD
         }
         Conv2dAlgo::Separable => unreachable!("excluded above"),
@@ -287,6 +292,9 @@ pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
         Conv2dAlgo::Direct => format!(
             "{opg} output channel(s) per group on {}-wide rows at stride 1: register tiles over rows read in place",
             g.out_w
+        ),
+        Conv2dAlgo::Phased if super::phased::splits_in_registers(g) => format!(
+            "{opg} output channel(s) per group, stride 2, zero padding: register tiles over the input rows read in place, even and odd columns split in registers"
         ),
         Conv2dAlgo::Phased => format!(
             "{opg} output channel(s) per group{}: register tiles over padded, phase-split rows",
@@ -418,6 +426,40 @@ mod tests {
             let p = plan(&g);
             assert_eq!(p.algorithm, want, "{g:?}: {}", p.reason);
         }
+    }
+
+    #[test]
+    fn strided_depthwise_plans_say_whether_columns_split_in_registers() {
+        let dw = geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96);
+        let p = plan(&dw);
+        assert_eq!(p.algorithm, Conv2dAlgo::Phased);
+        let split = crate::conv::phased::splits_in_registers(&dw);
+        assert_eq!(
+            p.reason.contains("split in registers"),
+            split,
+            "{}",
+            p.reason
+        );
+        // Reflect padding keeps the phase copy, and its estimate counts it.
+        let reflect = Conv2dGeometry::new(
+            [1, 96, 112, 112],
+            [96, 1, 3, 3],
+            None,
+            &Conv2dParams {
+                stride: [2, 2],
+                padding: Padding::Explicit([1; 4]),
+                groups: 96,
+                padding_mode: crate::conv::PaddingMode::Reflect,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!plan(&reflect).reason.contains("split in registers"));
+        let (a, b) = (
+            estimate(Conv2dAlgo::Phased, &dw).unwrap(),
+            estimate(Conv2dAlgo::Phased, &reflect).unwrap(),
+        );
+        assert_eq!(a < b, split);
     }
 
     #[test]
