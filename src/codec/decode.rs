@@ -31,6 +31,7 @@ use super::CodecError;
 
 mod float_tiff;
 mod orient;
+pub mod stream;
 
 /// Requested channel layout of the decoded planes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, Default)]
@@ -160,6 +161,15 @@ enum Samples {
     F32(Vec<f32>),
 }
 
+/// Interleaved samples borrowed: rows of [`Pixels`], or the decoded rows of a PNG being
+/// streamed ([`stream`]).
+#[derive(Debug, Clone, Copy)]
+enum SampleSlice<'a> {
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    F32(&'a [f32]),
+}
+
 /// A decoded image, upright, held as the samples the decoder gave (8-bit, 16-bit or
 /// float), until its rows are turned into float planes ([`Pixels::rows`], the one
 /// conversion point).
@@ -213,12 +223,24 @@ impl Pixels {
         let n = rows.len() * w;
         assert_eq!(out.len(), self.channels * n, "planes of {rows:?}");
         let span = rows.start * w * k..rows.end * w * k;
-        let (luma, scale) = (self.luma, self.scale);
-        match &self.samples {
-            Samples::U8(s) => {
+        let src = match &self.samples {
+            Samples::U8(s) => SampleSlice::U8(&s[span]),
+            Samples::U16(s) => SampleSlice::U16(&s[span]),
+            Samples::F32(s) => SampleSlice::F32(&s[span]),
+        };
+        self.convert_rows(src, out);
+    }
+
+    /// Interleaved samples `src` (whole rows of this image's layout) as float planes
+    /// `[C, rows, W]` into `out`, as [`Pixels::rows`] gives them.
+    fn convert_rows(&self, src: SampleSlice<'_>, out: &mut [f32]) {
+        let n = out.len() / self.channels;
+        let (k, luma, scale) = (self.samples_per_pixel, self.luma, self.scale);
+        match src {
+            SampleSlice::U8(s) => {
                 let lut = &self.lut;
                 convert(
-                    &s[span],
+                    s,
                     out,
                     k,
                     n,
@@ -227,8 +249,8 @@ impl Pixels {
                     |p| lut[usize::from(pillow_luma(p[0], p[1], p[2]))],
                 )
             }
-            Samples::U16(s) => convert(
-                &s[span],
+            SampleSlice::U16(s) => convert(
+                s,
                 out,
                 k,
                 n,
@@ -236,8 +258,8 @@ impl Pixels {
                 |v| f32::from(v) * scale,
                 |p| f32::from(pillow_luma16(p[0], p[1], p[2])) * scale,
             ),
-            Samples::F32(s) => convert(
-                &s[span],
+            SampleSlice::F32(s) => convert(
+                s,
                 out,
                 k,
                 n,
