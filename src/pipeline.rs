@@ -20,6 +20,10 @@ use crate::conv::{
     buffers, run_stack, CancelToken, Cancelled, Conv2dAlgo, Conv2dGeometry, Conv2dLayer, Conv2dPlan,
 };
 
+mod streamed;
+
+pub use streamed::{run_streamed, StreamTimes};
+
 /// Floats a strip should hold at most (its layers' input and output strips together):
 /// 8 MiB, so that a 50 MP colour photo fits the default job budget, while the halo each
 /// strip recomputes stays under a tenth (40 rows of 8,660 RGB pixels for a 5×5 blur).
@@ -268,6 +272,10 @@ pub enum JobError {
     /// The picture could not be made.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The input could not be decoded (a PNG streamed into the strips,
+    /// [`run_streamed`]): the error the whole decode gives.
+    #[error("decode: {0}")]
+    Decode(CodecError),
 }
 
 impl From<Cancelled> for JobError {
