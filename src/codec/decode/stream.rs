@@ -21,7 +21,6 @@
 //! turns or flips the image.
 
 use std::io::Cursor;
-use std::mem::ManuallyDrop;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
@@ -36,6 +35,9 @@ use super::{
     SampleSlice, SampleType, Samples,
 };
 use crate::conv::CancelToken;
+use shared::Shared;
+
+mod shared;
 
 /// Opens `bytes` for streaming: the decoder and the rows it fills, or `None` when the file
 /// is not a PNG this module streams (see the module docs; decode it whole).
@@ -546,74 +548,6 @@ impl StreamRows {
 enum Buf {
     U8(Shared<u8>),
     U16(Shared<u16>),
-}
-
-/// A `Vec`'s allocation shared by the writer and the readers of disjoint rows, through raw
-/// pointers only (no reference ever covers a row being written).
-struct Shared<T> {
-    ptr: *mut T,
-    len: usize,
-    cap: usize,
-}
-
-// SAFETY: `Shared` owns its allocation like the `Vec` it came from (`T: Send` moves with
-// it). Shared access is `slice` / `slice_mut`, whose callers (`StreamRows::rows` and
-// `RowDecoder::decode`) keep to disjoint rows, ordered by the watermark's Release/Acquire.
-#[allow(unsafe_code)]
-unsafe impl<T: Send> Send for Shared<T> {}
-// SAFETY: as for `Send`; `&Shared` gives no access to the elements without the `unsafe`
-// methods' contracts.
-#[allow(unsafe_code)]
-unsafe impl<T: Send + Sync> Sync for Shared<T> {}
-
-#[allow(unsafe_code)]
-impl<T> Shared<T> {
-    fn new(v: Vec<T>) -> Self {
-        let mut v = ManuallyDrop::new(v);
-        Self {
-            ptr: v.as_mut_ptr(),
-            len: v.len(),
-            cap: v.capacity(),
-        }
-    }
-
-    /// Elements `span`, shared.
-    ///
-    /// # Safety
-    /// Nobody writes them while the slice lives, and they were written (initialised and
-    /// published) before.
-    unsafe fn slice(&self, span: Range<usize>) -> &[T] {
-        assert!(span.start <= span.end && span.end <= self.len);
-        // SAFETY: in bounds (asserted) of an allocation of `len` initialised elements;
-        // the caller guarantees no concurrent writes.
-        unsafe { std::slice::from_raw_parts(self.ptr.add(span.start), span.len()) }
-    }
-
-    /// Elements `span`, exclusively.
-    ///
-    /// # Safety
-    /// Nobody else reads or writes them while the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut(&self, span: Range<usize>) -> &mut [T] {
-        assert!(span.start <= span.end && span.end <= self.len);
-        // SAFETY: in bounds (asserted); the caller guarantees exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(span.start), span.len()) }
-    }
-
-    fn into_vec(self) -> Vec<T> {
-        let me = ManuallyDrop::new(self);
-        // SAFETY: the parts of the `Vec` `new` took apart, not freed (`me` is not
-        // dropped); `self` by value: no slice of it lives.
-        unsafe { Vec::from_raw_parts(me.ptr, me.len, me.cap) }
-    }
-}
-
-impl<T> Drop for Shared<T> {
-    fn drop(&mut self) {
-        // SAFETY: as in `into_vec`: the `Vec`'s own parts, freed once, with no slice left.
-        #[allow(unsafe_code)]
-        drop(unsafe { Vec::from_raw_parts(self.ptr, self.len, self.cap) });
-    }
 }
 
 #[cfg(test)]

@@ -302,21 +302,23 @@ fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) 
 #[test]
 fn a_cancel_mid_stream_stops_the_job() {
     within(60, || {
+        let side = 2000;
         let png = png_of(
-            1500,
-            1500,
+            side,
+            side,
             png::ColorType::Rgb,
             png::BitDepth::Eight,
             None,
             10,
         );
+        let side = side as usize;
         let layers = vec![layer(3, [5, 5], same(PaddingMode::Circular, 1, 1), 10)];
-        let gs = geoms(&layers, [1, 3, 1500, 1500]);
+        let gs = geoms(&layers, [1, 3, side, side]);
         let grid = Grid {
             n: 1,
             c: 3,
-            h: 1500,
-            w: 1500,
+            h: side,
+            w: side,
             k: 1,
         };
         let mode = (Normalize::Minmax, BitDepth::Eight);
@@ -325,27 +327,34 @@ fn a_cancel_mid_stream_stops_the_job() {
         let o = opts(ColorMode::Auto);
         let (dec, src) = open(&png[..], &o, &limits()).unwrap().unwrap();
         let cancel = CancelToken::new();
-        let c = cancel.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(5));
-            c.cancel();
-        });
-        let (got, _) = pool().install(|| {
-            run_streamed(
-                dec,
-                &src,
-                &stack,
-                grid,
-                false,
-                mode.0,
-                mode.1,
-                8,
-                &cancel,
-                (),
-            )
+        let pool = pool();
+        let got = std::thread::scope(|s| {
+            // Fires once the first rows are in (the strips wait: circular padding needs
+            // the last rows), long before the last.
+            s.spawn(|| {
+                while src.decoded() == 0 {
+                    std::hint::spin_loop();
+                }
+                cancel.cancel();
+            });
+            pool.install(|| {
+                run_streamed(
+                    dec,
+                    &src,
+                    &stack,
+                    grid,
+                    false,
+                    mode.0,
+                    mode.1,
+                    8,
+                    &cancel,
+                    (),
+                )
+            })
+            .0
         });
         assert!(matches!(got, Err(JobError::Cancelled)), "{got:?}");
-        assert!(src.decoded() < 1500, "stopped early: {}", src.decoded());
+        assert!(src.decoded() < side, "stopped early: {}", src.decoded());
     });
 }
 
