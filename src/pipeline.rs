@@ -20,6 +20,10 @@ use crate::conv::{
     buffers, run_stack, CancelToken, Cancelled, Conv2dAlgo, Conv2dGeometry, Conv2dLayer, Conv2dPlan,
 };
 
+mod streamed;
+
+pub use streamed::{run_streamed, StreamTimes};
+
 /// Floats a strip should hold at most (its layers' input and output strips together):
 /// 8 MiB, so that a 50 MP colour photo fits the default job budget, while the halo each
 /// strip recomputes stays under a tenth (40 rows of 8,660 RGB pixels for a 5×5 blur).
@@ -44,9 +48,15 @@ pub struct Estimate {
     /// not grow photos' samples), and the PNG writer's strips in flight
     /// ([`crate::codec::png_strips::working_bytes`]).
     pub encoded_bytes: u64,
-    /// The peak: `max(decoded + working + picture, picture + encoded)`, plus the weights
-    /// and 16 MiB for the codecs' own state and small buffers. The request body is not
-    /// counted: `max_inflight_body_bytes` holds it, and it is freed once decoded.
+    /// The request body, where one PNG is decoded row by row into the strips
+    /// ([`Estimate::with_streamed_body`]): it is held until the last row is decoded,
+    /// alongside the picture. 0 where the images are decoded whole first (the body is
+    /// freed before the picture exists).
+    pub body_bytes: u64,
+    /// The peak: `max(decoded + working + picture + body, picture + encoded)`, plus the
+    /// weights and 16 MiB for the codecs' own state and small buffers. A body decoded
+    /// whole is not counted: `max_inflight_body_bytes` holds it, and it is freed once
+    /// decoded.
     pub total_bytes: u64,
     /// Whether the stack runs in strips.
     pub streamed: bool,
@@ -172,18 +182,40 @@ pub fn estimate_of(
             // A picture smaller than the writer's group is all the strips there are.
             picture_bytes.saturating_mul(3),
         );
-    let total_bytes = (decoded_bytes + working_bytes + picture_bytes)
-        .max(picture_bytes + encoded_bytes)
-        .saturating_add(weight_bytes)
-        .saturating_add(FIXED_BYTES);
-    Estimate {
+    let mut e = Estimate {
         decoded_bytes,
         working_bytes,
         picture_bytes,
         encoded_bytes,
-        total_bytes,
+        body_bytes: 0,
+        total_bytes: 0,
         streamed,
         strip_rows,
+    };
+    e.total_bytes = e
+        .peak()
+        .saturating_add(weight_bytes)
+        .saturating_add(FIXED_BYTES);
+    e
+}
+
+impl Estimate {
+    /// `max(decoded + working + picture + body, picture + encoded)`.
+    fn peak(&self) -> u64 {
+        (self.decoded_bytes + self.working_bytes + self.picture_bytes + self.body_bytes)
+            .max(self.picture_bytes + self.encoded_bytes)
+    }
+
+    /// The estimate of the same job with its one PNG of `body` bytes decoded row by row
+    /// into the strips, the body held until the last row is decoded.
+    pub fn with_streamed_body(&self, body: u64) -> Self {
+        let fixed = self.total_bytes - self.peak();
+        let mut e = Self {
+            body_bytes: body,
+            ..*self
+        };
+        e.total_bytes = e.peak().saturating_add(fixed);
+        e
     }
 }
 
@@ -268,6 +300,10 @@ pub enum JobError {
     /// The picture could not be made.
     #[error(transparent)]
     Codec(#[from] CodecError),
+    /// The input could not be decoded (a PNG streamed into the strips,
+    /// [`run_streamed`]): the error the whole decode gives.
+    #[error("decode: {0}")]
+    Decode(CodecError),
 }
 
 impl From<Cancelled> for JobError {

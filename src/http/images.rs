@@ -205,41 +205,84 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 )
                 .at("/parts/image"));
             }
-            let pixels = decode_all(&images, &opts, &dl)?;
-            drop(images);
-            drop(reservation);
-            timings.record("decode", t);
-            debug_assert!(pixels
-                .iter()
-                .all(|p| [p.channels, p.height, p.width] == [c_in, h, w]));
             let mut report = plan.report();
             for (summary, p) in report.layers.iter_mut().zip(&plans) {
                 summary.algorithm = p.algorithm;
                 summary.algorithm_reason.clone_from(&p.reason);
             }
-            let t = Instant::now();
-            let rendered = pipeline::run(
-                &pixels,
-                stack.as_ref(),
-                &plan.layers,
-                &plan.geoms,
-                grid,
-                per_map,
-                output.normalize,
-                output.depth,
-                estimate.strip_rows,
-                cancel,
-            )
-            .map_err(|e| match e {
-                pipeline::JobError::Cancelled => cancelled(),
-                pipeline::JobError::Codec(e) => ApiError::internal(e),
-            })?;
-            drop(pixels);
             // The description names the algorithms, as for tensors (clients read it); the
             // strips are in the estimate (`X-Conv-Memory`, the ZIP manifest).
             let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
             let how = algos.join("+");
-            timings.record_described("conv", t, how);
+            let job_error = |e| match e {
+                pipeline::JobError::Cancelled => cancelled(),
+                pipeline::JobError::Codec(e) => ApiError::internal(e),
+                pipeline::JobError::Decode(e) => codec_error(e, 0),
+            };
+            // One PNG run in strips is decoded row by row into them, the strips running
+            // alongside (pipeline::run_streamed), if the job still fits `max_job_bytes`
+            // with its body held until the last row; anything else is decoded whole first.
+            let body_bytes = images.first().map_or(0, |b| b.len() as u64);
+            let streamed_estimate = estimate.with_streamed_body(body_bytes);
+            let streamed = match (&stack, images.as_slice()) {
+                (Some(stack), [png]) if streamed_estimate.total_bytes <= limits.max_job_bytes => {
+                    codec::decode::stream::open(png.clone(), &opts, &dl)
+                        .map_err(|e| codec_error(e, 0))?
+                        .map(|s| (s, stack))
+                }
+                _ => None,
+            };
+            let estimate = if streamed.is_some() {
+                streamed_estimate
+            } else {
+                estimate
+            };
+            let rendered = if let Some(((decoder, rows), stack)) = streamed {
+                let (rendered, at) = pipeline::run_streamed(
+                    decoder,
+                    &rows,
+                    stack,
+                    grid,
+                    per_map,
+                    output.normalize,
+                    output.depth,
+                    estimate.strip_rows,
+                    cancel,
+                    // The body and its reservation go when the last row is decoded.
+                    (images, reservation),
+                );
+                // The stages overlap: `conv` starts with the decoding (openapi.yaml).
+                timings.record_span("decode", t, at.decoded);
+                timings.describe_last("streamed".into());
+                timings.record_span("conv", at.render_started, at.rendered);
+                timings.describe_last(how);
+                rendered.map_err(job_error)?
+            } else {
+                let pixels = decode_all(&images, &opts, &dl)?;
+                drop(images);
+                drop(reservation);
+                timings.record("decode", t);
+                debug_assert!(pixels
+                    .iter()
+                    .all(|p| [p.channels, p.height, p.width] == [c_in, h, w]));
+                let t = Instant::now();
+                let rendered = pipeline::run(
+                    &pixels,
+                    stack.as_ref(),
+                    &plan.layers,
+                    &plan.geoms,
+                    grid,
+                    per_map,
+                    output.normalize,
+                    output.depth,
+                    estimate.strip_rows,
+                    cancel,
+                )
+                .map_err(job_error)?;
+                drop(pixels);
+                timings.record_described("conv", t, how);
+                rendered
+            };
             picture_reply(rendered, &report, format, output, &estimate, timings)
         })
         .await

@@ -91,7 +91,12 @@ pub struct Timings {
 impl Timings {
     /// Records a stage that started at `since`.
     pub fn record(&mut self, stage: &'static str, since: Instant) {
-        let ms = since.elapsed().as_secs_f64() * 1e3;
+        self.record_span(stage, since, Instant::now());
+    }
+
+    /// Records a stage that ran from `since` to `until`.
+    pub fn record_span(&mut self, stage: &'static str, since: Instant, until: Instant) {
+        let ms = until.saturating_duration_since(since).as_secs_f64() * 1e3;
         let total: f64 = self.stages.iter().map(|(_, d)| d).sum::<f64>() + ms;
         let (ms_1, total_1) = (format!("{ms:.1}"), format!("{total:.1}"));
         if ms >= SLOW_STAGE_MS {
@@ -105,6 +110,11 @@ impl Timings {
     /// Records a stage with a description (a token: letters, digits, `_`, `+`).
     pub fn record_described(&mut self, stage: &'static str, since: Instant, desc: String) {
         self.record(stage, since);
+        self.describe_last(desc);
+    }
+
+    /// Describes the stage recorded last (a token: letters, digits, `_`, `+`).
+    pub fn describe_last(&mut self, desc: String) {
         self.descs.push((self.stages.len() - 1, desc));
     }
 

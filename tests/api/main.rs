@@ -13,5 +13,6 @@ mod photos;
 mod playground;
 mod props;
 mod service;
+mod streamed;
 mod tensor_api;
 mod traffic;

@@ -83,7 +83,8 @@ async fn the_memory_estimate_is_reported_in_the_zip_manifest_and_by_shape() {
     let app = spawn_app().await;
     let mut spec = blur();
     spec["output"]["format"] = json!("zip");
-    let res = convolve(&app, photo(64, 48), &spec).await;
+    let png = photo(64, 48);
+    let res = convolve(&app, png.clone(), &spec).await;
     assert_eq!(res.status(), 200);
     let header: u64 = res.headers()["x-conv-memory"]
         .to_str()
@@ -98,6 +99,13 @@ async fn the_memory_estimate_is_reported_in_the_zip_manifest_and_by_shape() {
     assert_eq!(m["decoded_bytes"], 64 * 48 * 3);
     assert_eq!(m["picture_bytes"], 64 * 48 * 3);
     assert_eq!(m["streamed"], true);
+    // One PNG is decoded row by row into the strips: its body is held meanwhile, and
+    // counted.
+    assert_eq!(m["body_bytes"], png.len(), "{manifest}");
+    let whole = m["decoded_bytes"].as_u64().unwrap()
+        + m["working_bytes"].as_u64().unwrap()
+        + m["picture_bytes"].as_u64().unwrap();
+    assert!(header >= whole + png.len() as u64, "{manifest}");
 
     let res = app
         .conv2d_shape(&json!({"input_shape": [1, 3, 3024, 4032], "weight_shape": [3, 1, 5, 5], "groups": 3, "padding": "same"}))
@@ -107,6 +115,7 @@ async fn the_memory_estimate_is_reported_in_the_zip_manifest_and_by_shape() {
     let m = &body["memory"];
     assert_eq!(m["picture"]["decoded_bytes"], 3024 * 4032 * 3, "{body}");
     assert_eq!(m["picture"]["streamed"], true);
+    assert_eq!(m["picture"]["body_bytes"], 0, "{body}");
     // A 12 MP colour photo's job stays far under the default budget; as float32 tensors it
     // would hold its input and output whole.
     let total = m["picture"]["total_bytes"].as_u64().unwrap();

@@ -57,7 +57,7 @@ pub(crate) fn jpeg_with_orientation(jpeg: &[u8], o: u16) -> Vec<u8> {
 }
 
 /// `png` with an eXIf chunk (Orientation = `o`) before its first IDAT.
-fn png_with_orientation(png: &[u8], o: u16) -> Vec<u8> {
+pub(crate) fn png_with_orientation(png: &[u8], o: u16) -> Vec<u8> {
     let body = exif_tiff(o);
     let mut chunk = u32::try_from(body.len()).unwrap().to_be_bytes().to_vec();
     chunk.extend_from_slice(b"eXIf");
