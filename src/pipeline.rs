@@ -240,25 +240,49 @@ pub fn tensor_floats(geoms: &[Conv2dGeometry]) -> u64 {
     input.saturating_add(layer)
 }
 
+/// The picture(s) a job makes: where its maps go, how they are normalised, and the strip
+/// height (from [`estimate`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Picture {
+    /// The picture's grid of maps.
+    pub grid: Grid,
+    /// One gray picture per map (a ZIP) instead of one picture.
+    pub per_map: bool,
+    /// The normalisation.
+    pub mode: Normalize,
+    /// 8 or 16 bits per sample.
+    pub depth: BitDepth,
+    /// Output rows per strip ([`Estimate::strip_rows`]).
+    pub strip_rows: usize,
+}
+
+impl Picture {
+    /// Renders `strips` into this picture ([`render`]).
+    fn render<S: Strips>(&self, strips: &S) -> Result<Rendered, S::Error> {
+        render(
+            strips,
+            self.grid,
+            self.per_map,
+            self.mode,
+            self.depth,
+            self.strip_rows,
+        )
+    }
+}
+
 /// The pictures of a job: its maps computed (in strips or whole) and rendered.
 ///
 /// `images` are the decoded inputs (one image per batch item), `stack` the strips from
-/// [`estimate`] (`None`: run whole), `grid` the picture (`per_map` for one per map).
+/// [`estimate`] (`None`: run whole).
 ///
 /// # Errors
 /// [`JobError::Cancelled`] if `cancel` fires; [`JobError::Codec`] for a picture too large
 /// for PNG.
-#[allow(clippy::too_many_arguments)]
 pub fn run(
     images: &[Pixels],
     stack: Option<&StripStack<'_>>,
-    layers: &[Conv2dLayer],
-    geoms: &[Conv2dGeometry],
-    grid: Grid,
-    per_map: bool,
-    mode: Normalize,
-    depth: BitDepth,
-    strip_rows: usize,
+    (layers, geoms): (&[Conv2dLayer], &[Conv2dGeometry]),
+    picture: &Picture,
     cancel: &CancelToken,
 ) -> Result<Rendered, JobError> {
     match stack {
@@ -268,7 +292,7 @@ pub fn run(
                 images,
                 cancel,
             };
-            render(&strips, grid, per_map, mode, depth, strip_rows)
+            picture.render(&strips)
         }
         None => {
             let planes: Vec<f32> = images.iter().flat_map(|p| p.planes()).collect();
@@ -278,13 +302,13 @@ pub fn run(
             let (out, _) = run_stack(input.view(), layers, geoms, cancel)?;
             buffers::recycle(input);
             let data = out.as_slice().expect("contiguous");
-            let maps: Vec<&[f32]> = data.chunks_exact(grid.h * grid.w).collect();
+            let maps: Vec<&[f32]> = data.chunks_exact(picture.grid.h * picture.grid.w).collect();
             let strips = crate::codec::WholeMaps {
                 maps: &maps,
-                c: grid.c,
-                w: grid.w,
+                c: picture.grid.c,
+                w: picture.grid.w,
             };
-            let r = render(&strips, grid, per_map, mode, depth, strip_rows)?;
+            let r = picture.render(&strips)?;
             buffers::recycle(out);
             Ok(r)
         }
@@ -344,7 +368,7 @@ impl Strips for Streamed<'_, '_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::codec::{ColorMode, DecodeLimits, Target};
     use crate::conv::{Activation, Conv2dParams, Padding, PaddingMode};
@@ -393,7 +417,8 @@ mod tests {
         }
     }
 
-    fn pictures(r: Rendered) -> (Vec<u8>, Vec<String>) {
+    /// A job's picture bytes and map ranges (also for `streamed`'s tests).
+    pub(crate) fn pictures(r: Rendered) -> (Vec<u8>, Vec<String>) {
         let ranges = r
             .ranges
             .iter()
@@ -507,12 +532,15 @@ mod tests {
                     k: 1,
                 };
                 let cancel = CancelToken::new();
-                let whole = pictures(
-                    run(
-                        &images, None, layers, &geoms, grid, per_map, mode, depth, oh, &cancel,
-                    )
-                    .unwrap(),
-                );
+                let picture = |strip_rows| Picture {
+                    grid,
+                    per_map,
+                    mode,
+                    depth,
+                    strip_rows,
+                };
+                let whole =
+                    pictures(run(&images, None, (layers, &geoms), &picture(oh), &cancel).unwrap());
                 let (_, stack, _) = estimate(
                     layers,
                     &geoms,
@@ -528,13 +556,8 @@ mod tests {
                         run(
                             &images,
                             Some(&stack),
-                            layers,
-                            &geoms,
-                            grid,
-                            per_map,
-                            mode,
-                            depth,
-                            rows,
+                            (layers, &geoms),
+                            &picture(rows),
                             &cancel,
                         )
                         .unwrap(),

@@ -237,16 +237,18 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             } else {
                 estimate
             };
+            let picture = pipeline::Picture {
+                grid,
+                per_map,
+                mode: output.normalize,
+                depth: output.depth,
+                strip_rows: estimate.strip_rows,
+            };
             let rendered = if let Some(((decoder, rows), stack)) = streamed {
                 let (rendered, at) = pipeline::run_streamed(
-                    decoder,
-                    &rows,
+                    (decoder, &rows),
                     stack,
-                    grid,
-                    per_map,
-                    output.normalize,
-                    output.depth,
-                    estimate.strip_rows,
+                    &picture,
                     cancel,
                     // The body and its reservation go when the last row is decoded.
                     (images, reservation),
@@ -269,13 +271,8 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
                 let rendered = pipeline::run(
                     &pixels,
                     stack.as_ref(),
-                    &plan.layers,
-                    &plan.geoms,
-                    grid,
-                    per_map,
-                    output.normalize,
-                    output.depth,
-                    estimate.strip_rows,
+                    (&plan.layers, &plan.geoms),
+                    &picture,
                     cancel,
                 )
                 .map_err(job_error)?;

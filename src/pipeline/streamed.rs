@@ -37,9 +37,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::JobError;
+use super::{JobError, Picture};
 use crate::codec::decode::stream::{RowDecoder, Stop, StreamRows};
-use crate::codec::{render, BitDepth, Grid, Normalize, Rendered, Strips};
+use crate::codec::{Rendered, Strips};
 use crate::conv::strip::{RowSource, StripStack};
 use crate::conv::{buffers, CancelToken};
 
@@ -57,27 +57,21 @@ pub struct StreamTimes {
 
 /// The picture of one image streamed from `decoder` into `rows` (the pair
 /// [`crate::codec::decode::stream::open`] gave), computed by `stack` in strips of
-/// `strip_rows` output rows and rendered as [`super::run`] renders (same arguments, same
+/// `picture.strip_rows` output rows and rendered as [`super::run`] renders (same
 /// pictures bit for bit). `until_decoded` is dropped as soon as the decoder stops (the
 /// request body and its budget reservation, say).
 ///
 /// # Errors
 /// [`JobError::Decode`] with the whole decode's error for corrupt or truncated data (even
 /// if every strip was already rendered), [`JobError::Cancelled`], or the render's error.
-#[allow(clippy::too_many_arguments)]
 pub fn run_streamed<B: AsRef<[u8]> + Send, K: Send>(
-    decoder: RowDecoder<B>,
-    rows: &StreamRows,
+    (decoder, rows): (RowDecoder<B>, &StreamRows),
     stack: &StripStack<'_>,
-    grid: Grid,
-    per_map: bool,
-    mode: Normalize,
-    depth: BitDepth,
-    strip_rows: usize,
+    picture: &Picture,
     cancel: &CancelToken,
     until_decoded: K,
 ) -> (Result<Rendered, JobError>, StreamTimes) {
-    debug_assert_eq!(grid.n, 1, "one image");
+    debug_assert_eq!(picture.grid.n, 1, "one image");
     let ((decoded, decoded_at), (rendered, render_started)) = rayon::join(
         move || {
             let r = decoder.run(rows, cancel);
@@ -92,7 +86,7 @@ pub fn run_streamed<B: AsRef<[u8]> + Send, K: Send>(
                 rows,
                 cancel,
             };
-            let r = render(&strips, grid, per_map, mode, depth, strip_rows);
+            let r = picture.render(&strips);
             if r.is_err() {
                 rows.abandon();
             }

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{convolve, spawn_app, TestApp};
+use crate::helpers::{convolve, png_chunk, spawn_app, TestApp};
 
 /// Pixels of a `w × h` RGB photo-like picture: gradients and a little noise.
 fn pixels(w: usize, h: usize) -> Vec<u8> {
@@ -21,15 +21,6 @@ fn pixels(w: usize, h: usize) -> Vec<u8> {
             out.push((((x + y) * 3 + n) % 256) as u8);
         }
     }
-    out
-}
-
-fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
-    let mut out = (data.len() as u32).to_be_bytes().to_vec();
-    let mut body = kind.to_vec();
-    body.extend_from_slice(data);
-    out.extend_from_slice(&body);
-    out.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
     out
 }
 
@@ -64,9 +55,9 @@ fn rgb_png(px: &[u8], w: usize, h: usize, interlaced: bool) -> Vec<u8> {
     ihdr.extend_from_slice(&(h as u32).to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, u8::from(interlaced)]);
     let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(b"IDAT", &fdeflate::compress_to_vec(&raw)));
-    png.extend(chunk(b"IEND", &[]));
+    png.extend(png_chunk(b"IHDR", &ihdr));
+    png.extend(png_chunk(b"IDAT", &fdeflate::compress_to_vec(&raw)));
+    png.extend(png_chunk(b"IEND", &[]));
     png
 }
 

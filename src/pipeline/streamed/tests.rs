@@ -9,9 +9,11 @@ use ndarray::{Array1, Array4};
 use super::*;
 use crate::codec::decode::stream::{open, tests::png_of};
 use crate::codec::{
-    decode_pixels, CodecError, ColorMode, DecodeLimits, DecodeOptions, OrientationMode, Target,
+    decode_pixels, BitDepth, CodecError, ColorMode, DecodeLimits, DecodeOptions, Grid, Normalize,
+    OrientationMode,
 };
 use crate::conv::{Activation, Conv2dGeometry, Conv2dLayer, Conv2dParams, Padding, PaddingMode};
+use crate::pipeline::tests::pictures;
 use crate::pipeline::{estimate, run};
 
 fn limits() -> DecodeLimits {
@@ -81,22 +83,6 @@ fn geoms(layers: &[Conv2dLayer], mut shape: [usize; 4]) -> Vec<Conv2dGeometry> {
         .collect()
 }
 
-fn pictures(r: Rendered) -> (Vec<u8>, Vec<String>) {
-    let ranges = r
-        .ranges
-        .iter()
-        .map(|r| format!("{}:{}", r.lo, r.hi))
-        .collect();
-    let bytes = match r.target {
-        Target::One(c) => c.png(crate::codec::PngSpeed::Fast).unwrap(),
-        Target::PerMap(cs) => cs
-            .iter()
-            .flat_map(|c| c.png(crate::codec::PngSpeed::Fast).unwrap())
-            .collect(),
-    };
-    (bytes, ranges)
-}
-
 /// One job's inputs: the PNG, how it is decoded, and the stack.
 struct Case {
     png: Vec<u8>,
@@ -124,16 +110,18 @@ impl Case {
             w: ow,
             k: 1,
         };
-        let whole = run(
-            std::slice::from_ref(&px),
-            None,
-            &self.layers,
-            &gs,
+        let picture = |strip_rows| Picture {
             grid,
             per_map,
             mode,
             depth,
-            oh,
+            strip_rows,
+        };
+        let whole = run(
+            std::slice::from_ref(&px),
+            None,
+            (&self.layers, &gs),
+            &picture(oh),
             &cancel,
         );
         let (_, stack, _) = estimate(
@@ -147,18 +135,7 @@ impl Case {
         );
         let stack = stack.expect("streams");
         let (dec, src) = open(&self.png[..], &o, &limits()).unwrap().expect("a PNG");
-        let (streamed, _) = run_streamed(
-            dec,
-            &src,
-            &stack,
-            grid,
-            per_map,
-            mode,
-            depth,
-            rows,
-            &cancel,
-            (),
-        );
+        let (streamed, _) = run_streamed((dec, &src), &stack, &picture(rows), &cancel, ());
         (whole, streamed)
     }
 }
@@ -269,18 +246,14 @@ fn a_corrupt_png_fails_as_the_whole_decode_fails() {
             let stack = stack.unwrap();
             let (dec, src) = open(&bad.png[..], &o, &limits()).unwrap().unwrap();
             let (got, _) = pool().install(|| {
-                run_streamed(
-                    dec,
-                    &src,
-                    &stack,
+                let picture = Picture {
                     grid,
-                    out.2,
-                    out.0,
-                    out.1,
-                    16,
-                    &CancelToken::new(),
-                    (),
-                )
+                    per_map: out.2,
+                    mode: out.0,
+                    depth: out.1,
+                    strip_rows: 16,
+                };
+                run_streamed((dec, &src), &stack, &picture, &CancelToken::new(), ())
             });
             match got {
                 Err(JobError::Decode(e)) => assert_eq!(e.to_string(), want.to_string()),
@@ -338,18 +311,14 @@ fn a_cancel_mid_stream_stops_the_job() {
                 cancel.cancel();
             });
             pool.install(|| {
-                run_streamed(
-                    dec,
-                    &src,
-                    &stack,
+                let picture = Picture {
                     grid,
-                    false,
-                    mode.0,
-                    mode.1,
-                    8,
-                    &cancel,
-                    (),
-                )
+                    per_map: false,
+                    mode: mode.0,
+                    depth: mode.1,
+                    strip_rows: 8,
+                };
+                run_streamed((dec, &src), &stack, &picture, &cancel, ())
             })
             .0
         });
