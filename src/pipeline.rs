@@ -202,8 +202,10 @@ pub fn estimate_of(
 impl Estimate {
     /// `max(decoded + working + picture + body, picture + encoded)`.
     fn peak(&self) -> u64 {
-        (self.decoded_bytes + self.working_bytes + self.picture_bytes + self.body_bytes)
-            .max(self.picture_bytes + self.encoded_bytes)
+        let first = [self.working_bytes, self.picture_bytes, self.body_bytes]
+            .iter()
+            .fold(self.decoded_bytes, |a, &b| a.saturating_add(b));
+        first.max(self.picture_bytes.saturating_add(self.encoded_bytes))
     }
 
     /// The estimate of the same job with its one PNG of `body` bytes decoded row by row

@@ -105,6 +105,8 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             let t = Instant::now();
             // The reservation is held with the image bytes, until they are decoded (see
             // http::budget).
+            // The whole body (spec and framing included): the parts are slices of it.
+            let body_bytes = raw.body.bytes.len() as u64;
             let (images, spec_bytes, reservation) = image_parts(raw, &limits)?;
             let spec = ImageSpec::from_json(&spec_bytes)?;
             // The spec's bytes share the body's buffer: dropped with the images, the body
@@ -222,7 +224,6 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             // One PNG run in strips is decoded row by row into them, the strips running
             // alongside (pipeline::run_streamed), if the job still fits `max_job_bytes`
             // with its body held until the last row; anything else is decoded whole first.
-            let body_bytes = images.first().map_or(0, |b| b.len() as u64);
             let streamed_estimate = estimate.with_streamed_body(body_bytes);
             let streamed = match (&stack, images.as_slice()) {
                 (Some(stack), [png]) if streamed_estimate.total_bytes <= limits.max_job_bytes => {

@@ -86,10 +86,20 @@ pub fn run_streamed<B: AsRef<[u8]> + Send, K: Send>(
                 rows,
                 cancel,
             };
-            let r = picture.render(&strips);
-            if r.is_err() {
-                rows.abandon();
+            // Abandons the rows (stopping the decoder) unless the render succeeds: on an
+            // error and on a panic alike.
+            struct AbandonUnlessDone<'a>(&'a StreamRows, bool);
+            impl Drop for AbandonUnlessDone<'_> {
+                fn drop(&mut self) {
+                    if !self.1 {
+                        self.0.abandon();
+                    }
+                }
             }
+            let mut guard = AbandonUnlessDone(rows, false);
+            let r = picture.render(&strips);
+            guard.1 = r.is_ok();
+            drop(guard);
             (r, started)
         },
     );

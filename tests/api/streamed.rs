@@ -128,7 +128,8 @@ async fn a_streamed_png_answers_what_its_interlaced_twin_decoded_whole_answers()
                 }
                 let mut j1: Value = serde_json::from_slice(b1).unwrap();
                 let mut j2: Value = serde_json::from_slice(b2).unwrap();
-                assert_eq!(j1["memory"]["body_bytes"], flat.len(), "{j1}");
+                let body = j1["memory"]["body_bytes"].as_u64().unwrap();
+                assert!(body > flat.len() as u64, "the whole body: {j1}");
                 assert_eq!(j2["memory"]["body_bytes"], 0, "{j2}");
                 j1.as_object_mut().unwrap().remove("memory");
                 j2.as_object_mut().unwrap().remove("memory");

@@ -162,6 +162,8 @@ pub enum Stop {
 pub struct Unavailable;
 
 /// The writing half of a streamed PNG: decodes its rows, in order, into [`StreamRows`].
+/// It must be [`run`](RowDecoder::run): the readers of its rows wait for it.
+#[must_use = "the readers of the rows wait until the decoder runs"]
 pub struct RowDecoder<B: AsRef<[u8]>> {
     reader: png::Reader<Cursor<B>>,
     /// Samples per pixel the `png` decoder gives (1 gray, 2 gray+alpha, 3 RGB, 4 RGBA).
