@@ -419,6 +419,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// The geometries of `layers` run in turn on an input of `shape`.
+    pub(crate) fn geoms(layers: &[Conv2dLayer], mut shape: [usize; 4]) -> Vec<Conv2dGeometry> {
+        layers
+            .iter()
+            .map(|l| {
+                let g = Conv2dGeometry::new(
+                    shape,
+                    l.weight.shape().try_into().unwrap(),
+                    Some(l.weight.shape()[0]),
+                    &l.params,
+                )
+                .unwrap();
+                shape = g.output_shape();
+                g
+            })
+            .collect()
+    }
+
     /// A job's picture bytes and map ranges (also for `streamed`'s tests).
     pub(crate) fn pictures(r: Rendered) -> (Vec<u8>, Vec<String>) {
         let ranges = r
@@ -504,22 +522,8 @@ pub(crate) mod tests {
         ];
         for (ci, (layers, w, h, n)) in cases.iter().enumerate() {
             let images: Vec<Pixels> = (0..*n).map(|_| photo(*w, *h)).collect();
-            let mut shape = [*n, 3, *h as usize, *w as usize];
-            let geoms: Vec<Conv2dGeometry> = layers
-                .iter()
-                .map(|l| {
-                    let g = Conv2dGeometry::new(
-                        shape,
-                        l.weight.shape().try_into().unwrap(),
-                        Some(l.weight.shape()[0]),
-                        &l.params,
-                    )
-                    .unwrap();
-                    shape = g.output_shape();
-                    g
-                })
-                .collect();
-            let [n, c, oh, ow] = shape;
+            let geoms = geoms(layers, [*n, 3, *h as usize, *w as usize]);
+            let [n, c, oh, ow] = geoms.last().expect("a layer").output_shape();
             for (mode, depth, per_map) in [
                 (Normalize::Minmax, BitDepth::Eight, false),
                 (Normalize::Abs, BitDepth::Sixteen, false),

@@ -12,8 +12,8 @@ use crate::codec::{
     decode_pixels, BitDepth, CodecError, ColorMode, DecodeLimits, DecodeOptions, Grid, Normalize,
     OrientationMode,
 };
-use crate::conv::{Activation, Conv2dGeometry, Conv2dLayer, Conv2dParams, Padding, PaddingMode};
-use crate::pipeline::tests::pictures;
+use crate::conv::{Activation, Conv2dLayer, Conv2dParams, Padding, PaddingMode};
+use crate::pipeline::tests::{geoms, pictures};
 use crate::pipeline::{estimate, run};
 
 fn limits() -> DecodeLimits {
@@ -64,23 +64,6 @@ fn same(mode: PaddingMode, stride: usize, dil: usize) -> Conv2dParams {
         padding_mode: mode,
         ..Default::default()
     }
-}
-
-fn geoms(layers: &[Conv2dLayer], mut shape: [usize; 4]) -> Vec<Conv2dGeometry> {
-    layers
-        .iter()
-        .map(|l| {
-            let g = Conv2dGeometry::new(
-                shape,
-                l.weight.shape().try_into().unwrap(),
-                Some(l.weight.shape()[0]),
-                &l.params,
-            )
-            .unwrap();
-            shape = g.output_shape();
-            g
-        })
-        .collect()
 }
 
 /// One job's inputs: the PNG, how it is decoded, and the stack.
