@@ -396,7 +396,9 @@ pub(crate) mod tests {
         crate::codec::decode_pixels(png.get_ref(), &opts, &limits).unwrap()
     }
 
-    fn layer(
+    /// A layer with pseudo-random weights and bias from `seed`, ReLU (also for
+    /// `streamed`'s tests).
+    pub(crate) fn layer(
         c_in: usize,
         c_out: usize,
         groups: usize,

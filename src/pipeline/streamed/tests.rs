@@ -4,15 +4,13 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use ndarray::{Array1, Array4};
-
 use super::*;
 use crate::codec::decode::stream::{open, tests::png_of};
 use crate::codec::{
     decode_pixels, BitDepth, CodecError, ColorMode, DecodeLimits, DecodeOptions, Grid, Normalize,
     OrientationMode,
 };
-use crate::conv::{Activation, Conv2dLayer, Conv2dParams, Padding, PaddingMode};
+use crate::conv::{Conv2dLayer, Conv2dParams, Padding, PaddingMode};
 use crate::pipeline::tests::{geoms, pictures};
 use crate::pipeline::{estimate, run};
 
@@ -40,20 +38,9 @@ fn pool() -> rayon::ThreadPool {
         .unwrap()
 }
 
+/// A depthwise layer of `c` channels (pipeline's test layer, ReLU, with bias).
 fn layer(c: usize, k: [usize; 2], p: Conv2dParams, seed: u32) -> Conv2dLayer {
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        (s % 2000) as f32 / 997.0 - 1.0
-    };
-    Conv2dLayer {
-        weight: Array4::from_shape_simple_fn([c, 1, k[0], k[1]], &mut next),
-        bias: Some(Array1::from_shape_simple_fn(c, &mut next)),
-        params: Conv2dParams { groups: c, ..p },
-        activation: Activation::Relu,
-    }
+    crate::pipeline::tests::layer(c, c, c, k, Conv2dParams { groups: c, ..p }, seed)
 }
 
 fn same(mode: PaddingMode, stride: usize, dil: usize) -> Conv2dParams {
