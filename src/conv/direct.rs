@@ -219,7 +219,7 @@ impl Plan {
         let band_rows = (TASK_MACS / row_macs).max(1);
         Self {
             band_rows: if applies {
-                band_rows.next_multiple_of(ROW_TILE_ROWS)
+                band_rows.next_multiple_of(row_tile_rows(g.k_h, g.k_w))
             } else {
                 band_rows
             },
@@ -348,9 +348,11 @@ fn band_kernel<const FMA: bool, const TILE: usize>(
 
 /// The row-sharing tile's parameters, so that `Plan` is the same on every target.
 #[cfg(target_arch = "x86_64")]
-use super::rowtile::{ROWS as ROW_TILE_ROWS, STREAM_BYTES, WIDTH as ROW_TILE_WIDTH};
+use super::rowtile::{rows_for as row_tile_rows, STREAM_BYTES, WIDTH as ROW_TILE_WIDTH};
 #[cfg(not(target_arch = "x86_64"))]
-const ROW_TILE_ROWS: usize = 1;
+const fn row_tile_rows(_k_h: usize, _k_w: usize) -> usize {
+    1
+}
 #[cfg(not(target_arch = "x86_64"))]
 const STREAM_BYTES: usize = usize::MAX;
 #[cfg(not(target_arch = "x86_64"))]
@@ -416,7 +418,7 @@ mod tests {
     }
 
     /// Stride-1 layers wide enough for the row tile: any row count (not a multiple of
-    /// its 4 rows), channels per group, kernel sizes 1–6, column dilation, every padding
+    /// its 4 or 6 rows), channels per group, kernel sizes 1–6, column dilation, every padding
     /// mode and padding, batch and groups.
     fn row_tile_case() -> impl Strategy<Value = crate::conv::testutil::Case> {
         (
@@ -469,7 +471,7 @@ mod tests {
     fn image_filter_shapes_use_the_row_tile_and_equal_reference() {
         use crate::conv::params::{Padding, PaddingMode};
         use crate::conv::testutil::check_against_reference;
-        // W6-, W1-, W3- and W5-like layers on narrower planes, rows not a multiple of 4
+        // W6-, W1-, W3- and W5-like layers on narrower planes, rows not a multiple of 4 or 6
         // (W3, three channels per output, stays on the portable tile).
         for (input, weight, pad, groups, mode) in [
             ([2, 3, 37, 301], [3, 1, 5, 5], 2, 3, PaddingMode::Reflect),
