@@ -25,8 +25,8 @@ use rayon::prelude::*;
 
 use crate::codec::webp::WEBP_MAX_SIDE;
 use crate::codec::{
-    self, BitDepth, CodecError, DecodeLimits, DecodeOptions, Grid, Header, Pixels, Rendered,
-    Target, ZipInner,
+    self, BitDepth, CodecError, DecodeLimits, DecodeOptions, Grid, Header, Pixels, PngSpeed,
+    Rendered, Target, ZipInner,
 };
 use crate::config::Limits;
 use crate::conv::buffers;
@@ -238,12 +238,22 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
             } else {
                 estimate
             };
+            // A fast PNG of one picture is encoded as its rows are rendered (the encoder
+            // runs alongside the render: codec::png_strips::PngStream), if the job still
+            // fits `max_job_bytes` holding the file during the render; else after it.
+            let overlapped = estimate.with_overlapped_encode();
+            let png = (format == Format::Png
+                && output.speed == PngSpeed::Fast
+                && overlapped.total_bytes <= limits.max_job_bytes)
+                .then_some(codec::png_strips::STRIP_BYTES);
+            let estimate = if png.is_some() { overlapped } else { estimate };
             let picture = pipeline::Picture {
                 grid,
                 per_map,
                 mode: output.normalize,
                 depth: output.depth,
                 strip_rows: estimate.strip_rows,
+                png,
             };
             let rendered = if let Some(((decoder, rows), stack)) = streamed {
                 let (rendered, at) = pipeline::run_streamed(
@@ -492,7 +502,11 @@ fn picture_reply(
             (ZIP, body, ranges)
         }
         (Format::Webp, Target::One(canvas)) => (WEBP, canvas.webp().map_err(enc)?, rendered.ranges),
-        (_, Target::One(canvas)) => (PNG, canvas.png(speed).map_err(enc)?, rendered.ranges),
+        (_, Target::One(canvas)) => match rendered.png {
+            // Encoded as it was rendered: the `encode` stage is only the handing over.
+            Some(png) => (PNG, png, rendered.ranges),
+            None => (PNG, canvas.png(speed).map_err(enc)?, rendered.ranges),
+        },
         (_, Target::PerMap(_)) => return Err(ApiError::internal("one picture per map for a PNG")),
     };
     timings.record("encode", t);
