@@ -2,7 +2,9 @@
 //! at a memory that does not grow with float planes: each photo stays as the 8-bit samples
 //! its decoder gave, the stack runs a strip of output rows at a time
 //! ([`crate::conv::strip`]), and each strip is normalised and quantised straight into the
-//! picture ([`crate::codec::render`]), which is encoded once. Knows nothing of HTTP.
+//! picture ([`crate::codec::render`]), which is encoded once, after the render or, with
+//! [`Picture::png`], strip by strip as its rows are rendered
+//! ([`crate::codec::png_strips::PngStream`]). Knows nothing of HTTP.
 //!
 //! Working memory of a job ([`Estimate`]): the decoded samples of its images, the
 //! quantised picture, a strip's float buffers per compute thread, and then the encoded
