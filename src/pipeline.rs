@@ -2,7 +2,9 @@
 //! at a memory that does not grow with float planes: each photo stays as the 8-bit samples
 //! its decoder gave, the stack runs a strip of output rows at a time
 //! ([`crate::conv::strip`]), and each strip is normalised and quantised straight into the
-//! picture ([`crate::codec::render`]), which is encoded once. Knows nothing of HTTP.
+//! picture ([`crate::codec::render`]), which is encoded once, after the render or, with
+//! [`Picture::png`], strip by strip as its rows are rendered
+//! ([`crate::codec::png_strips::PngStream`]). Knows nothing of HTTP.
 //!
 //! Working memory of a job ([`Estimate`]): the decoded samples of its images, the
 //! quantised picture, a strip's float buffers per compute thread, and then the encoded
@@ -53,11 +55,18 @@ pub struct Estimate {
     /// alongside the picture. 0 where the images are decoded whole first (the body is
     /// freed before the picture exists).
     pub body_bytes: u64,
-    /// The peak: `max(decoded + working + picture + body, picture + encoded)`, plus the
-    /// weights and 16 MiB for the codecs' own state and small buffers. A body decoded
+    /// The peak: `max(decoded + working + picture + body, picture + encoded)`, or their
+    /// sum less the picture counted twice, `decoded + working + picture + body + encoded`,
+    /// when the PNG is encoded as the picture is rendered ([`Estimate::overlapped`]); plus
+    /// the weights and 16 MiB for the codecs' own state and small buffers. A body decoded
     /// whole is not counted: `max_inflight_body_bytes` holds it, and it is freed once
     /// decoded.
     pub total_bytes: u64,
+    /// Whether the PNG is encoded while the picture is rendered
+    /// ([`Estimate::with_overlapped_encode`]); not serialised when not (a ZIP manifest
+    /// shows the estimate, and a ZIP is never encoded so).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overlapped: bool,
     /// Whether the stack runs in strips.
     pub streamed: bool,
     /// Output rows per strip (the whole map when not streamed).
@@ -189,6 +198,7 @@ pub fn estimate_of(
         encoded_bytes,
         body_bytes: 0,
         total_bytes: 0,
+        overlapped: false,
         streamed,
         strip_rows,
     };
@@ -200,12 +210,30 @@ pub fn estimate_of(
 }
 
 impl Estimate {
-    /// `max(decoded + working + picture + body, picture + encoded)`.
+    /// `max(decoded + working + picture + body, picture + encoded)`, or
+    /// `decoded + working + picture + body + encoded` when overlapped.
     fn peak(&self) -> u64 {
         let first = [self.working_bytes, self.picture_bytes, self.body_bytes]
             .iter()
             .fold(self.decoded_bytes, |a, &b| a.saturating_add(b));
-        first.max(self.picture_bytes.saturating_add(self.encoded_bytes))
+        if self.overlapped {
+            first.saturating_add(self.encoded_bytes)
+        } else {
+            first.max(self.picture_bytes.saturating_add(self.encoded_bytes))
+        }
+    }
+
+    /// The estimate of the same job with its one PNG encoded as the picture is rendered
+    /// ([`Picture::png`]): the file and the writer's strips in flight are held while the
+    /// decoded samples, the render's strips and the body still are.
+    pub fn with_overlapped_encode(&self) -> Self {
+        let fixed = self.total_bytes - self.peak();
+        let mut e = Self {
+            overlapped: true,
+            ..*self
+        };
+        e.total_bytes = e.peak().saturating_add(fixed);
+        e
     }
 
     /// The estimate of the same job with its one PNG of `body` bytes decoded row by row
@@ -256,6 +284,12 @@ pub struct Picture {
     pub depth: BitDepth,
     /// Output rows per strip ([`Estimate::strip_rows`]).
     pub strip_rows: usize,
+    /// `Some(strip_bytes)`: encode the one picture (not `per_map`) as a fast PNG as its
+    /// rows are rendered ([`crate::codec::render`], [`Rendered::png`]), in strips of about
+    /// `strip_bytes` ([`crate::codec::png_strips::STRIP_BYTES`] for the file
+    /// [`crate::codec::Canvas::png`] writes); the job then holds the file alongside the
+    /// render ([`Estimate::with_overlapped_encode`]).
+    pub png: Option<usize>,
 }
 
 impl Picture {
@@ -268,6 +302,7 @@ impl Picture {
             self.mode,
             self.depth,
             self.strip_rows,
+            self.png,
         )
     }
 }
@@ -372,6 +407,7 @@ impl Strips for Streamed<'_, '_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::codec::png_strips::STRIP_BYTES;
     use crate::codec::{ColorMode, DecodeLimits, Target};
     use crate::conv::{Activation, Conv2dParams, Padding, PaddingMode};
     use ndarray::{Array1, Array4};
@@ -439,28 +475,28 @@ pub(crate) mod tests {
             .collect()
     }
 
-    /// A job's picture bytes and map ranges (also for `streamed`'s tests).
-    pub(crate) fn pictures(r: Rendered) -> (Vec<u8>, Vec<String>) {
+    /// A job's picture bytes and map ranges (also for `streamed`'s tests): the PNG it
+    /// encoded as it rendered, else its pictures' fast PNGs in strips of `strip_bytes`.
+    pub(crate) fn pictures(r: Rendered, strip_bytes: usize) -> (Vec<u8>, Vec<String>) {
         let ranges = r
             .ranges
             .iter()
             .map(|r| format!("{}:{}", r.lo, r.hi))
             .collect();
-        let bytes = match r.target {
-            Target::One(c) => c.png(crate::codec::PngSpeed::Fast).unwrap(),
-            Target::PerMap(cs) => cs
+        let bytes = match (r.png, r.target) {
+            (Some(png), _) => png,
+            (None, Target::One(c)) => c.png_in_strips(strip_bytes).unwrap(),
+            (None, Target::PerMap(cs)) => cs
                 .iter()
-                .flat_map(|c| c.png(crate::codec::PngSpeed::Fast).unwrap())
+                .flat_map(|c| c.png_in_strips(strip_bytes).unwrap())
                 .collect(),
         };
         (bytes, ranges)
     }
 
-    /// Strips of 1, 2, 3 and 7 rows, and the whole run, give the same pictures, for
-    /// stacks whose kernels are taller than a strip, at stride 2, dilated, reflect- and
-    /// circular-padded, one-row images, every normalisation, both depths, ZIP and batch.
-    #[test]
-    fn strips_of_any_height_give_the_whole_runs_pictures() {
+    /// Stacks whose kernels are taller than a strip, at stride 2, dilated, reflect- and
+    /// circular-padded, and one-row images: `(layers, width, height, batch)`, 3 channels in.
+    fn stack_cases() -> Vec<(Vec<Conv2dLayer>, u32, u32, usize)> {
         let same = |mode: PaddingMode, stride: usize, dil: usize| Conv2dParams {
             stride: [stride; 2],
             dilation: [dil; 2],
@@ -468,7 +504,7 @@ pub(crate) mod tests {
             groups: 3,
             padding_mode: mode,
         };
-        let cases: Vec<(Vec<Conv2dLayer>, u32, u32, usize)> = vec![
+        vec![
             (
                 vec![layer(3, 3, 3, [7, 7], same(PaddingMode::Zeros, 1, 1), 1)],
                 23,
@@ -521,7 +557,15 @@ pub(crate) mod tests {
                 1,
                 2,
             ),
-        ];
+        ]
+    }
+
+    /// Strips of 1, 2, 3 and 7 rows, and the whole run, give the same pictures, for
+    /// stacks whose kernels are taller than a strip, at stride 2, dilated, reflect- and
+    /// circular-padded, one-row images, every normalisation, both depths, ZIP and batch.
+    #[test]
+    fn strips_of_any_height_give_the_whole_runs_pictures() {
+        let cases = stack_cases();
         for (ci, (layers, w, h, n)) in cases.iter().enumerate() {
             let images: Vec<Pixels> = (0..*n).map(|_| photo(*w, *h)).collect();
             let geoms = geoms(layers, [*n, 3, *h as usize, *w as usize]);
@@ -546,9 +590,12 @@ pub(crate) mod tests {
                     mode,
                     depth,
                     strip_rows,
+                    png: None,
                 };
-                let whole =
-                    pictures(run(&images, None, (layers, &geoms), &picture(oh), &cancel).unwrap());
+                let whole = pictures(
+                    run(&images, None, (layers, &geoms), &picture(oh), &cancel).unwrap(),
+                    STRIP_BYTES,
+                );
                 let (_, stack, _) = estimate(
                     layers,
                     &geoms,
@@ -569,6 +616,7 @@ pub(crate) mod tests {
                             &cancel,
                         )
                         .unwrap(),
+                        STRIP_BYTES,
                     );
                     assert!(
                         got == whole,
@@ -576,6 +624,134 @@ pub(crate) mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The PNG encoded as the picture is rendered ([`Picture::png`]) is the file of the
+    /// picture rendered first, byte for byte: whole runs and strips of 1 to 7 rows, gray
+    /// and RGB tiles, single pictures and montages (the batch of 2, 6 maps), every
+    /// normalisation, both depths, PNG strips of one row to the whole picture.
+    #[test]
+    fn the_png_encoded_as_rendered_is_the_rendered_pictures_file() {
+        for (ci, (layers, w, h, n)) in stack_cases().iter().enumerate() {
+            let images: Vec<Pixels> = (0..*n).map(|_| photo(*w, *h)).collect();
+            let geoms = geoms(layers, [*n, 3, *h as usize, *w as usize]);
+            let [n, c, oh, ow] = geoms.last().expect("a layer").output_shape();
+            for (mode, depth, k) in [
+                (Normalize::Clamp, BitDepth::Eight, 3),
+                (Normalize::Minmax, BitDepth::Eight, 1),
+                (Normalize::Abs, BitDepth::Sixteen, 3),
+                (Normalize::Minmax, BitDepth::Sixteen, 1),
+            ] {
+                let grid = Grid {
+                    n,
+                    c,
+                    h: oh,
+                    w: ow,
+                    k,
+                };
+                let cancel = CancelToken::new();
+                let picture = |strip_rows, png| Picture {
+                    grid,
+                    per_map: false,
+                    mode,
+                    depth,
+                    strip_rows,
+                    png,
+                };
+                let (_, stack, _) =
+                    estimate(layers, &geoms, &[0; 2][..n], grid, false, (mode, depth), 2);
+                let stack = stack.expect("streams");
+                for strip_bytes in [1, 45, 400, STRIP_BYTES] {
+                    for (rows, stack) in [
+                        (oh, None),
+                        (1, Some(&stack)),
+                        (3, Some(&stack)),
+                        (7, Some(&stack)),
+                    ] {
+                        let job = |png| {
+                            run(
+                                &images,
+                                stack,
+                                (layers, &geoms),
+                                &picture(rows, png),
+                                &cancel,
+                            )
+                        };
+                        let first = pictures(job(None).unwrap(), strip_bytes);
+                        let as_rendered = job(Some(strip_bytes)).unwrap();
+                        assert!(as_rendered.png.is_some());
+                        assert!(
+                            pictures(as_rendered, strip_bytes) == first,
+                            "case {ci}, {mode:?} {depth:?} k {k}, strips of {rows} rows, PNG strips of {strip_bytes} bytes"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// A render that fails part-way (a cancel) while the PNG is encoded as it goes ends
+    /// with the error, on a 2-thread pool, and nothing waits for the rows never written.
+    #[test]
+    fn a_cancel_mid_render_ends_the_png_as_it_goes_without_waiting() {
+        let (layers, w, h, _) = stack_cases().swap_remove(0);
+        let images = [photo(w * 2, h * 3)];
+        let geoms = geoms(&layers, [1, 3, h as usize * 3, w as usize * 2]);
+        let [n, c, oh, ow] = geoms.last().expect("a layer").output_shape();
+        let grid = Grid {
+            n,
+            c,
+            h: oh,
+            w: ow,
+            k: 3,
+        };
+        let (_, stack, _) = estimate(
+            &layers,
+            &geoms,
+            &[0],
+            grid,
+            false,
+            (Normalize::Clamp, BitDepth::Eight),
+            2,
+        );
+        let stack = stack.expect("streams");
+        let picture = Picture {
+            grid,
+            per_map: false,
+            mode: Normalize::Clamp,
+            depth: BitDepth::Eight,
+            strip_rows: 1,
+            png: Some(64),
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        // Fails its 20th strip: the strips after the failure may be written, those
+        // around it never are.
+        struct FailAt<'a>(Streamed<'a, 'a>, std::sync::atomic::AtomicUsize);
+        impl Strips for FailAt<'_> {
+            type Error = JobError;
+            fn strip(&self, image: usize, rows: Range<usize>) -> Result<Vec<f32>, JobError> {
+                if self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 20 {
+                    self.0.cancel.cancel();
+                }
+                self.0.strip(image, rows)
+            }
+        }
+        for _ in 0..3 {
+            let cancel = CancelToken::new();
+            let strips = FailAt(
+                Streamed {
+                    stack: &stack,
+                    images: &images,
+                    cancel: &cancel,
+                },
+                std::sync::atomic::AtomicUsize::new(0),
+            );
+            let got = pool.install(|| picture.render(&strips));
+            assert!(matches!(got, Err(JobError::Cancelled)), "{got:?}");
         }
     }
 

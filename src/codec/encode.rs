@@ -524,6 +524,7 @@ fn whole_picture(
         mode,
         depth,
         STRIP_PIXELS.div_ceil(grid.w),
+        None,
     )?;
     let Target::One(canvas) = rendered.target else {
         unreachable!("render without per_map makes one picture")

@@ -108,7 +108,6 @@ pub fn encode_png_strips(
     rows: PngRows,
     strip_bytes: usize,
 ) -> Result<Vec<u8>, CodecError> {
-    let (color, depth) = (rows.color()?, rows.depth()?);
     let stride = rows.stride();
     let height = rows.height as usize;
     if stride == 0 || height == 0 || stride.checked_mul(height) != Some(data.len()) {
@@ -117,39 +116,87 @@ pub fn encode_png_strips(
             data.len()
         )));
     }
-    let per_strip = (strip_bytes / stride).clamp(1, height);
+    let per_strip = rows.per_strip(strip_bytes);
     let starts: Vec<usize> = (0..height).step_by(per_strip).collect();
-    let last = starts.len() - 1;
+    let row = |y: usize| &data[y * stride..][..stride];
 
     // Strips are compressed a group at a time and written before the next group starts,
     // so the compressed strips waiting to be joined never exceed one group, and the job
     // holds the picture, the PNG and a group (not the PNG twice).
     let group = GROUP_PER_THREAD * rayon::current_num_threads();
     let mut out = Vec::with_capacity(data.len() / 4 + 256);
-    let mut encoder = png::Encoder::new(&mut out, rows.width, rows.height);
-    encoder.set_color(color);
-    encoder.set_depth(depth);
-    let mut writer = encoder.write_header().map_err(png_error)?;
-    let mut adler = 1;
-    for (g, firsts) in starts.chunks(group).enumerate() {
+    let mut joint = Joint::start(&mut out, rows, starts.len())?;
+    for firsts in starts.chunks(group) {
         let strips: Vec<Strip> = firsts
             .par_iter()
-            .map(|&y0| compress_strip(data, rows, y0..(y0 + per_strip).min(height)))
+            .map(|&y0| compress_strip(&row, rows, y0..(y0 + per_strip).min(height)))
             .collect::<Result<_, _>>()?;
-        for (j, strip) in strips.into_iter().enumerate() {
-            let i = g * group + j;
-            adler = adler32_combine(adler, strip.adler, strip.raw_len);
-            let body = joinable(strip.zlib, i == 0, i == last)?;
-            writer
-                .write_chunk(png::chunk::IDAT, &body)
-                .map_err(png_error)?;
+        for strip in strips {
+            joint.push(strip)?;
         }
     }
-    writer
-        .write_chunk(png::chunk::IDAT, &adler.to_be_bytes())
-        .map_err(png_error)?;
-    writer.finish().map_err(png_error)?;
+    joint.finish()?;
     Ok(out)
+}
+
+impl PngRows {
+    /// Rows per strip of about `strip_bytes` (at least one row, at most the picture): the
+    /// partition depends on nothing else, so the file does not depend on timing.
+    fn per_strip(self, strip_bytes: usize) -> usize {
+        (strip_bytes / self.stride().max(1)).clamp(1, (self.height as usize).max(1))
+    }
+}
+
+/// The PNG being written: its header, then the strips' streams joined in order into the
+/// `IDAT` chunks, then the checksum.
+struct Joint<W: std::io::Write> {
+    writer: png::Writer<W>,
+    /// Strips written, and how many there are.
+    written: usize,
+    count: usize,
+    /// Adler-32 of the filtered bytes written.
+    adler: u32,
+}
+
+impl<W: std::io::Write> Joint<W> {
+    /// Writes the header of a PNG of `rows` in `count` strips.
+    fn start(out: W, rows: PngRows, count: usize) -> Result<Self, CodecError> {
+        let mut encoder = png::Encoder::new(out, rows.width, rows.height);
+        encoder.set_color(rows.color()?);
+        encoder.set_depth(rows.depth()?);
+        Ok(Self {
+            writer: encoder.write_header().map_err(png_error)?,
+            written: 0,
+            count,
+            adler: 1,
+        })
+    }
+
+    /// Writes the next strip.
+    fn push(&mut self, strip: Strip) -> Result<(), CodecError> {
+        let i = self.written;
+        self.adler = adler32_combine(self.adler, strip.adler, strip.raw_len);
+        let body = joinable(strip.zlib, i == 0, i + 1 == self.count)?;
+        self.writer
+            .write_chunk(png::chunk::IDAT, &body)
+            .map_err(png_error)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Writes the checksum and the end, once every strip is written.
+    fn finish(mut self) -> Result<(), CodecError> {
+        if self.written != self.count {
+            return Err(CodecError::Encode(format!(
+                "{} of {} strips written",
+                self.written, self.count
+            )));
+        }
+        self.writer
+            .write_chunk(png::chunk::IDAT, &self.adler.to_be_bytes())
+            .map_err(png_error)?;
+        self.writer.finish().map_err(png_error)
+    }
 }
 
 fn png_error(e: png::EncodingError) -> CodecError {
@@ -163,10 +210,14 @@ struct Strip {
     raw_len: u64,
 }
 
-/// Filters rows `ys` of `data` (row `ys.start − 1` is their `Up` neighbour) and compresses
-/// them into one zlib stream.
-fn compress_strip(data: &[u8], rows: PngRows, ys: Range<usize>) -> Result<Strip, CodecError> {
-    let filtered = filter_rows(data, rows, ys);
+/// Filters rows `ys` of a picture (`row(y)` is row `y`'s `stride` bytes, and row
+/// `ys.start − 1` is the strip's `Up` neighbour) and compresses them into one zlib stream.
+fn compress_strip<'a>(
+    row: &dyn Fn(usize) -> &'a [u8],
+    rows: PngRows,
+    ys: Range<usize>,
+) -> Result<Strip, CodecError> {
+    let filtered = filter_rows(row, rows, ys);
     let error = |e: std::io::Error| CodecError::Encode(e.to_string());
     let mut compressor =
         fdeflate::Compressor::new(Vec::with_capacity(filtered.len() / 3 + 64)).map_err(error)?;
@@ -183,38 +234,54 @@ fn compress_strip(data: &[u8], rows: PngRows, ys: Range<usize>) -> Result<Strip,
     })
 }
 
-/// Rows `ys` of `data`, each as its filter type byte and filtered bytes.
-fn filter_rows(data: &[u8], rows: PngRows, ys: Range<usize>) -> Vec<u8> {
+/// Rows `ys` of a picture (`row(y)` as in [`compress_strip`]), each as its filter type
+/// byte and filtered bytes.
+fn filter_rows<'a>(row: &dyn Fn(usize) -> &'a [u8], rows: PngRows, ys: Range<usize>) -> Vec<u8> {
     let stride = rows.stride();
-    // Rows in PNG byte order, from the one above the strip (if any).
-    let above = ys.start.saturating_sub(1);
-    let native = &data[above * stride..ys.end * stride];
-    let swapped;
-    let src = if rows.bits == 16 && cfg!(target_endian = "little") {
-        swapped = native
-            .chunks_exact(2)
-            .flat_map(|pair| [pair[1], pair[0]])
-            .collect::<Vec<u8>>();
-        &swapped[..]
-    } else {
-        native
-    };
-    let zeros;
-    let (mut previous, own) = if ys.start == 0 {
-        zeros = vec![0; stride];
-        (&zeros[..], src)
-    } else {
-        src.split_at(stride)
-    };
+    // 16-bit rows are swapped into PNG byte order, a row at a time, into two buffers
+    // (the row above and the current one) that take turns.
+    let swap = rows.bits == 16 && cfg!(target_endian = "little");
+    let mut bufs = [
+        vec![0; if swap { stride } else { 0 }],
+        vec![0; if swap { stride } else { 0 }],
+    ];
+    let zeros = vec![0; stride];
     let mut filtered = Vec::with_capacity(ys.len() * (stride + 1));
     let mut scratch = Filtered::new(stride);
-    for current in own.chunks_exact(stride) {
-        let (kind, bytes) = scratch.best(rows.bpp(), previous, current);
+    let mut above: Option<&'a [u8]> = ys.start.checked_sub(1).map(row);
+    if swap {
+        if let Some(a) = above {
+            swap_into(a, &mut bufs[1]);
+        }
+    }
+    for (i, y) in ys.enumerate() {
+        let native = row(y);
+        let (kind, bytes) = if swap {
+            // bufs[i % 2] takes this row; bufs[(i + 1) % 2] holds the one above.
+            let [b0, b1] = &mut bufs;
+            let (current, previous) = if i % 2 == 0 { (b0, &*b1) } else { (b1, &*b0) };
+            swap_into(native, current);
+            let previous = if above.is_some() {
+                &previous[..]
+            } else {
+                &zeros[..]
+            };
+            scratch.best(rows.bpp(), previous, current)
+        } else {
+            scratch.best(rows.bpp(), above.unwrap_or(&zeros), native)
+        };
         filtered.push(kind);
         filtered.extend_from_slice(bytes);
-        previous = current;
+        above = Some(native);
     }
     filtered
+}
+
+/// `out` = `native`'s 16-bit samples in PNG (big-endian) byte order.
+fn swap_into(native: &[u8], out: &mut [u8]) {
+    for (o, pair) in out.chunks_exact_mut(2).zip(native.chunks_exact(2)) {
+        o.copy_from_slice(&[pair[1], pair[0]]);
+    }
 }
 
 /// The zlib header fdeflate 0.3 writes (deflate, 32 KiB window, fastest).
@@ -426,6 +493,10 @@ fn paeth(a: u8, b: u8, c: u8) -> u8 {
         b_or_c
     }
 }
+
+mod stream;
+
+pub use stream::PngStream;
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,15 @@
 //! other jobs queue, but only for as long as a running decoder takes. (Checked by a test
 //! running several streamed jobs at once on a 2-thread pool.)
 //!
+//! With [`Picture::png`] the PNG is encoded as the strips are rendered: a strip's rows,
+//! once written, go to [`crate::codec::png_strips::PngStream`], and the thread that
+//! writes the last row a PNG strip needs filters and compresses it there and then. That
+//! adds no wait: it never waits for rows (a PNG strip is compressed only once they are
+//! all in) nor calls into rayon, and its locks are held only to file rows or write
+//! finished strips. A render that stops leaves PNG strips uncompressed, never waiting.
+//! This is where the overlap pays: while the decoder holds one thread and a strip waits
+//! for rows, the other thread compresses the strips already rendered.
+//!
 //! Memory: the samples buffer is allocated whole, as the whole decode's is, so
 //! [`super::estimate`] stays an upper bound; rows already used are not released.
 

@@ -1,6 +1,7 @@
 //! Issue #14: a PNG is decoded row by row into the strips. A non-interlaced PNG streams; its
 //! Adam7-interlaced twin (the same pixels) is decoded whole: both must answer the same
-//! bytes, and a broken PNG the same problem as the whole decode gives.
+//! bytes (a streamed PNG output is also encoded as it is rendered, the twin's after), and
+//! a broken PNG the same problem as the whole decode gives.
 
 use serde_json::{json, Value};
 
@@ -114,6 +115,15 @@ async fn a_streamed_png_answers_what_its_interlaced_twin_decoded_whole_answers()
         );
         assert!(timing.contains("conv;desc=\""), "{spec}: {timing}");
         assert!(!timing2.contains("streamed"), "{spec}: {timing2}");
+        // A streamed PNG output is encoded as it is rendered (codec::png_strips::PngStream),
+        // its twin's after the render: the same bytes.
+        let png = spec["output"]["format"].is_null();
+        assert_eq!(
+            timing.contains("encode;desc=\"with_conv\""),
+            png,
+            "{spec}: {timing}"
+        );
+        assert!(!timing2.contains("with_conv"), "{spec}: {timing2}");
         assert_eq!(range1, range2, "{spec}");
         if spec["output"]["format"] == "zip" {
             // The same members; the manifests differ only in the memory estimate, which

@@ -70,7 +70,7 @@ pub fn encode_zip(
         return Ok((zip_tiffs(maps, c, h, w, manifest)?, Vec::new()));
     }
     let grid = Grid { n, c, h, w, k: 1 };
-    let rendered = render(&WholeMaps { maps, c, w }, grid, true, mode, depth, h)?;
+    let rendered = render(&WholeMaps { maps, c, w }, grid, true, mode, depth, h, None)?;
     zip_rendered(rendered, c, mode, speed, inner, manifest)
 }
 

@@ -79,6 +79,8 @@ pub struct Band<'a> {
     pub image: usize,
     /// Map rows this band holds.
     pub rows: Range<usize>,
+    /// The picture row of its first row.
+    top: usize,
     data: &'a mut [u8],
 }
 
@@ -142,12 +144,20 @@ impl Canvas {
 
     /// The picture's rows cut into bands of at most `rows` map rows per image, in order.
     pub fn bands(&mut self, rows: usize) -> Vec<Band<'_>> {
+        self.bands_and_gaps(rows).0
+    }
+
+    /// [`Canvas::bands`], and the rows between images (a montage's gaps, already filled)
+    /// as `(picture row, rows)`.
+    pub fn bands_and_gaps(&mut self, rows: usize) -> (Vec<Band<'_>>, Vec<(usize, &[u8])>) {
         let Grid { h, k, .. } = self.grid;
         let rows = rows.max(1);
         let stride = self.width * k * sample_bytes(self.depth);
         let per_image = (h + self.grid.gap()) * stride;
         let mut out = Vec::new();
+        let mut gaps = Vec::new();
         for (image, mut rest) in self.data.chunks_mut(per_image).enumerate() {
+            let top = image * (h + self.grid.gap());
             let mut y = 0;
             while y < h {
                 let take = rows.min(h - y);
@@ -158,13 +168,41 @@ impl Canvas {
                     stride,
                     image,
                     rows: y..y + take,
+                    top: top + y,
                     data: band,
                 });
                 rest = tail;
                 y += take;
             }
+            if !rest.is_empty() {
+                gaps.push((top + h, &*rest));
+            }
         }
-        out
+        (out, gaps)
+    }
+
+    /// The fast PNG ([`PngSpeed::Fast`]) with strips of about `strip_bytes` (tests force
+    /// small ones).
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if the PNG encoder fails.
+    pub fn png_in_strips(&self, strip_bytes: usize) -> Result<Vec<u8>, CodecError> {
+        encode_png_strips(&self.data, self.png_rows()?, strip_bytes)
+    }
+
+    /// The picture's layout as the PNG writer takes it.
+    ///
+    /// # Errors
+    /// [`CodecError::TooLarge`] beyond the PNG size limit.
+    pub fn png_rows(&self) -> Result<PngRows, CodecError> {
+        let (width, height) = png_dims(self.width, self.height)?;
+        Ok(PngRows {
+            width,
+            height,
+            // 1, 3 or 4 (Grid::k).
+            channels: self.grid.k as u8,
+            bits: 8 * sample_bytes(self.depth) as u8,
+        })
     }
 
     /// Encodes the picture as a PNG (gray or RGB, 8 or 16 bits).
@@ -174,14 +212,7 @@ impl Canvas {
     pub fn png(&self, speed: PngSpeed) -> Result<Vec<u8>, CodecError> {
         let (w, h) = png_dims(self.width, self.height)?;
         if speed == PngSpeed::Fast {
-            let rows = PngRows {
-                width: w,
-                height: h,
-                // 1, 3 or 4 (Grid::k).
-                channels: self.grid.k as u8,
-                bits: 8 * sample_bytes(self.depth) as u8,
-            };
-            return encode_png_strips(&self.data, rows, STRIP_BYTES);
+            return self.png_in_strips(STRIP_BYTES);
         }
         use image::ExtendedColorType as E;
         let color = match (self.grid.k, self.depth) {
@@ -214,7 +245,12 @@ impl Canvas {
     }
 }
 
-impl Band<'_> {
+impl<'a> Band<'a> {
+    /// The band's rows, written: `(picture row of the first, the rows' samples)`.
+    pub fn finish(self) -> (usize, &'a [u8]) {
+        (self.top, self.data)
+    }
+
     /// Writes the quantised values of map `j` for this band's rows (`pixels` is
     /// `rows.len() × w`, each value ≤ the depth's maximum).
     ///

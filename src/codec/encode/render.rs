@@ -12,6 +12,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::super::png_strips::PngStream;
 use super::super::CodecError;
 use super::canvas::{Band, Canvas, Grid};
 use super::{BitDepth, MapRange, MapStats, Normalize, Quantizer};
@@ -50,14 +51,22 @@ pub struct Rendered {
     /// Each map's statistics, in map order (default values where none were gathered:
     /// `clamp` into one picture).
     pub stats: Vec<MapStats>,
+    /// The one picture as a fast PNG, encoded as its rows were rendered, when asked.
+    pub png: Option<Vec<u8>>,
 }
 
 /// Normalises the `grid.n × grid.c` maps of `strips` into pictures, strips of `rows` map
 /// rows at a time, in parallel on the current rayon pool: into one picture for `grid`,
 /// or with `per_map` one gray picture per map.
 ///
+/// With `png = Some(strip_bytes)` (one picture only), the picture is also encoded as
+/// [`Canvas::png`]'s fast PNG with strips of about `strip_bytes`, each strip filtered and
+/// compressed by the thread that renders its last row ([`PngStream`]), so that encoding
+/// overlaps the render's second (or only) pass: the same file, byte for byte.
+///
 /// # Errors
-/// The pictures' (too large for PNG) as `S::Error`, or the first strip's error.
+/// The pictures' (too large for PNG) as `S::Error`, the first strip's error, or the PNG
+/// writer's.
 pub fn render<S: Strips>(
     strips: &S,
     grid: Grid,
@@ -65,6 +74,7 @@ pub fn render<S: Strips>(
     mode: Normalize,
     depth: BitDepth,
     rows: usize,
+    png: Option<usize>,
 ) -> Result<Rendered, S::Error> {
     let Grid { n, c, h, w, .. } = grid;
     let rows = rows.clamp(1, h);
@@ -131,12 +141,27 @@ pub fn render<S: Strips>(
     };
     // Each task: an image's rows, and the bands its maps go to with, per map, the band
     // and the map's index within that band's grid.
+    let mut file = Vec::new();
+    let mut stream = None;
     let tasks: Vec<(usize, Range<usize>, Vec<Band<'_>>)> = match &mut target {
-        Target::One(canvas) => canvas
-            .bands(rows)
-            .into_iter()
-            .map(|b| (b.image, b.rows.clone(), vec![b]))
-            .collect(),
+        Target::One(canvas) => {
+            let layout = canvas.png_rows()?;
+            let picture_bytes = canvas.bytes();
+            let (bands, gaps) = canvas.bands_and_gaps(rows);
+            if let Some(strip_bytes) = png {
+                file.reserve(picture_bytes / 4 + 256);
+                let s = PngStream::new(&mut file, layout, strip_bytes)?;
+                // The gaps between a montage's images are written already.
+                for (top, gap) in gaps {
+                    s.put(top, gap)?;
+                }
+                stream = Some(s);
+            }
+            bands
+                .into_iter()
+                .map(|b| (b.image, b.rows.clone(), vec![b]))
+                .collect()
+        }
         Target::PerMap(canvases) => {
             let mut per: Vec<std::vec::IntoIter<Band<'_>>> = canvases
                 .iter_mut()
@@ -190,13 +215,22 @@ pub fn render<S: Strips>(
             }
             drop(maps);
             strips.done(strip);
+            if let Some(stream) = &stream {
+                for band in bands {
+                    let (top, rows) = band.finish();
+                    stream.put(top, rows)?;
+                }
+            }
             Ok(())
         })
         .collect::<Result<(), S::Error>>()?;
+    let finished = stream.map(PngStream::finish).transpose()?;
+    let png = finished.map(|()| file);
     Ok(Rendered {
         target,
         ranges: quantizers.iter().map(Quantizer::range).collect(),
         stats,
+        png,
     })
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::codec::decode::stream::{open, tests::png_of};
+use crate::codec::png_strips::STRIP_BYTES;
 use crate::codec::{
     decode_pixels, BitDepth, CodecError, ColorMode, DecodeLimits, DecodeOptions, Grid, Normalize,
     OrientationMode,
@@ -62,11 +63,13 @@ struct Case {
 
 impl Case {
     /// The picture the whole decode and the whole-tensor run give, and the one streamed
-    /// in strips of `rows` (on the current pool).
+    /// in strips of `rows` (on the current pool), encoded as a PNG as it is rendered
+    /// with `png`.
     fn both(
         &self,
         (mode, depth, per_map): (Normalize, BitDepth, bool),
         rows: usize,
+        png: Option<usize>,
     ) -> (Result<Rendered, JobError>, Result<Rendered, JobError>) {
         let o = opts(self.color);
         let cancel = CancelToken::new();
@@ -80,18 +83,19 @@ impl Case {
             w: ow,
             k: 1,
         };
-        let picture = |strip_rows| Picture {
+        let picture = |strip_rows, png| Picture {
             grid,
             per_map,
             mode,
             depth,
             strip_rows,
+            png,
         };
         let whole = run(
             std::slice::from_ref(&px),
             None,
             (&self.layers, &gs),
-            &picture(oh),
+            &picture(oh, None),
             &cancel,
         );
         let (_, stack, _) = estimate(
@@ -105,7 +109,7 @@ impl Case {
         );
         let stack = stack.expect("streams");
         let (dec, src) = open(&self.png[..], &o, &limits()).unwrap().expect("a PNG");
-        let (streamed, _) = run_streamed((dec, &src), &stack, &picture(rows), &cancel, ());
+        let (streamed, _) = run_streamed((dec, &src), &stack, &picture(rows, png), &cancel, ());
         (whole, streamed)
     }
 }
@@ -177,11 +181,14 @@ fn streamed_pngs_give_the_whole_decodes_pictures_bit_for_bit() {
     pool().install(|| {
         for (ci, case) in cases.iter().enumerate() {
             for out in OUTPUTS {
-                for rows in [1, 3, 7] {
-                    let (whole, streamed) = case.both(out, rows);
+                // The PNG written after the render, and as it goes in strips of rows
+                // (encoded as rows come, in strips of about 300 bytes or the usual).
+                for (rows, png) in [(1, None), (3, Some(300)), (7, Some(STRIP_BYTES))] {
+                    let (whole, streamed) = case.both(out, rows, png);
+                    let sb = png.unwrap_or(STRIP_BYTES);
                     assert!(
-                        pictures(whole.unwrap()) == pictures(streamed.unwrap()),
-                        "case {ci}, {out:?}, strips of {rows}"
+                        pictures(whole.unwrap(), sb) == pictures(streamed.unwrap(), sb),
+                        "case {ci}, {out:?}, strips of {rows}, PNG {png:?}"
                     );
                 }
             }
@@ -222,6 +229,7 @@ fn a_corrupt_png_fails_as_the_whole_decode_fails() {
                     mode: out.0,
                     depth: out.1,
                     strip_rows: 16,
+                    png: None,
                 };
                 run_streamed((dec, &src), &stack, &picture, &CancelToken::new(), ())
             });
@@ -287,6 +295,7 @@ fn a_cancel_mid_stream_stops_the_job() {
                     mode: mode.0,
                     depth: mode.1,
                     strip_rows: 8,
+                    png: Some(1000),
                 };
                 run_streamed((dec, &src), &stack, &picture, &cancel, ())
             })
@@ -331,8 +340,8 @@ fn several_streamed_jobs_at_once_on_a_2_thread_pool_all_finish() {
                         )],
                     };
                     let out = OUTPUTS[j as usize % OUTPUTS.len()];
-                    let (whole, streamed) = pool.install(|| case.both(out, 4));
-                    assert!(pictures(whole.unwrap()) == pictures(streamed.unwrap()));
+                    let (whole, streamed) = pool.install(|| case.both(out, 4, Some(500)));
+                    assert!(pictures(whole.unwrap(), 500) == pictures(streamed.unwrap(), 500));
                 })
             })
             .collect();
