@@ -33,6 +33,24 @@
 //! layer uses every core. Workspace: one padded, phase-split image (plus `wq + 32`
 //! floats of slack that the last vectors may read past the planes' end).
 //!
+//! **Where the time goes** (reference machine, 2 threads): the tile is at the FMA
+//! ceiling. A loop of independent 512-bit FMAs runs 3.5–3.65 G/s on one core alone and
+//! 3.34 G/s on each when both cores run it (≈ 214 GFLOP/s for two); a 256-channel 3×3
+//! layer on 14×14 issues 8.26 M FMAs (14 vectors, 12.5% of the lanes wasted) in 1.27
+//! ms, 97% of that. So only fewer computed lanes (or fewer multiply-adds) can make
+//! these layers faster. Tried and measured slower or no faster (criterion zoo,
+//! alternating builds):
+//! - planes expanded per kernel column (`k_w` copies, rows exactly `out_w` wide, every
+//!   vector dense): fewer vectors, but 3× the fill and the cache lines of `B`; +3–7% on
+//!   3×3 at 7×7, 14×14 and dilation 4, −11% only on AlexNet's 11×11/4 stem;
+//! - a dense cut over unpadded rows with the taps' column edges masked in the loads
+//!   (`vmovups {k}{z}`): the masked loads cost more than 12.5% fewer lanes save (14×14
+//!   and dilation 2 on 28×28 +2–5%); on 7×7 a dot-product tail for the 49th output gave
+//!   −8%, but it sums in another order than the tile, so strips of one layer would no
+//!   longer equal the whole layer bit for bit (`conv::strip`'s tests);
+//! - tasks split by output-channel panels first when the weights exceed L2: −1 to −7%
+//!   on some layers, +3% on 3×3/2 at 128 channels, within the noise.
+//!
 //! Only for CPUs with AVX-512F ([`available`]); elsewhere the plan uses
 //! [`super::gemm`]. This module is one of the crate's `unsafe` sites: raw-pointer loads
 //! and stores whose bounds are checked once per layer when the vectors are built.
