@@ -47,7 +47,7 @@ fn decode(png_bytes: &[u8]) -> (png::OutputInfo, Vec<u8>) {
 }
 
 /// Bytes that compress like a picture: smooth ramps with noise and flat runs.
-fn picture_bytes(len: usize, seed: u64) -> Vec<u8> {
+pub(super) fn picture_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
     (0..len)
         .map(|i| {

@@ -1,24 +1,8 @@
 use super::super::encode_png_strips;
+use super::super::tests::picture_bytes as picture;
 use super::*;
 use proptest::prelude::*;
 use rayon::prelude::*;
-
-/// Bytes that compress like a picture: ramps, flat runs and noise.
-fn picture(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|i| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            match (i / 53) % 3 {
-                0 => (i / 5) as u8,
-                1 => 7,
-                _ => state as u8,
-            }
-        })
-        .collect()
-}
 
 /// Cuts rows `0..height` into bands at the given cut points (sorted, deduplicated).
 fn bands(height: usize, cuts: &[usize]) -> Vec<Range<usize>> {
