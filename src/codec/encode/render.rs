@@ -145,10 +145,12 @@ pub fn render<S: Strips>(
     let mut stream = None;
     let tasks: Vec<(usize, Range<usize>, Vec<Band<'_>>)> = match &mut target {
         Target::One(canvas) => {
-            let layout = canvas.png_rows()?;
+            // The PNG's layout only when it is encoded here (a picture too large for
+            // PNG may still be a TIFF or WebP).
+            let layout = png.map(|_| canvas.png_rows()).transpose()?;
             let picture_bytes = canvas.bytes();
             let (bands, gaps) = canvas.bands_and_gaps(rows);
-            if let Some(strip_bytes) = png {
+            if let (Some(strip_bytes), Some(layout)) = (png, layout) {
                 file.reserve(picture_bytes / 4 + 256);
                 let s = PngStream::new(&mut file, layout, strip_bytes)?;
                 // The gaps between a montage's images are written already.
