@@ -68,7 +68,7 @@ pub(crate) fn computed_width(out_w: usize) -> usize {
 
 /// Positions the row buffer holds: the computed ones, and whole 16-wide blocks for the
 /// transposes (whose lanes past `out_w` are read and not stored).
-fn buffered_width(out_w: usize) -> usize {
+pub(crate) fn buffered_width(out_w: usize) -> usize {
     computed_width(out_w).max(out_w.next_multiple_of(16))
 }
 
@@ -192,7 +192,11 @@ pub fn conv2d_chantile(
 
 /// Output-row bands: at least [`TASKS_PER_THREAD`] per thread over all groups, none below
 /// [`MIN_TASK_MACS`], all of one height except the last.
-fn plan_bands(g: &Conv2dGeometry, k: usize, panels: usize) -> Vec<std::ops::Range<usize>> {
+pub(crate) fn plan_bands(
+    g: &Conv2dGeometry,
+    k: usize,
+    panels: usize,
+) -> Vec<std::ops::Range<usize>> {
     let want = (TASKS_PER_THREAD * rayon::current_num_threads()).div_ceil(g.groups);
     let row_macs = g.out_w * k * panels * PANEL;
     let max_parts = (g.out_h * row_macs / MIN_TASK_MACS).max(1);
@@ -266,7 +270,7 @@ fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usiz
             // go to channels `p·PANEL .. + chans` of the group, row `i`, columns < out_w,
             // which this band alone writes.
             unsafe {
-                row_tiles(w, b, a.koff, &buf[at..], sw, a.jt, &mut row_out, chans);
+                row_tiles(w, b, a.koff, &buf[at..], sw, g.out_w, &mut row_out, chans);
                 transpose_row(
                     &row_out,
                     chans,
@@ -281,15 +285,16 @@ fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usiz
     ROW_OUT.set(row_out);
 }
 
-/// Runs the tiles of one output row: positions `0 .. jt` (steps of [`NJ`]) with the
-/// vectors that cover `chans` channels, into `row_out[j·PANEL ..]`.
+/// Runs the tiles of one output row: positions `0 .. jt` (steps of [`NJ`], a shorter
+/// tile for the rest) with the vectors that cover `chans` channels, into
+/// `row_out[j·PANEL ..]`.
 ///
 /// # Safety
 /// AVX-512F must be present; `x[(j + t)·sw + koff[k]]` must be in `x` for `j + t < jt`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_tiles(
+pub(crate) unsafe fn row_tiles(
     w: &[f32],
     bias: &[f32],
     koff: &[u32],
@@ -306,18 +311,46 @@ unsafe fn row_tiles(
         // SAFETY: as this function's contract.
         unsafe {
             match chans.div_ceil(16) {
-                4 => tile::<4>(w, bias, koff, xs, sw, dst),
-                3 => tile::<3>(w, bias, koff, xs, sw, dst),
-                2 => tile::<2>(w, bias, koff, xs, sw, dst),
-                _ => tile::<1>(w, bias, koff, xs, sw, dst),
+                4 => tiles::<4>(jt - j, w, bias, koff, xs, sw, dst),
+                3 => tiles::<3>(jt - j, w, bias, koff, xs, sw, dst),
+                2 => tiles::<2>(jt - j, w, bias, koff, xs, sw, dst),
+                _ => tiles::<1>(jt - j, w, bias, koff, xs, sw, dst),
             }
+        }
+    }
+}
+
+/// One tile of `min(left, NJ)` positions (see [`tile`]).
+///
+/// # Safety
+/// As [`tile`] for that many positions.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tiles<const V: usize>(
+    left: usize,
+    w: &[f32],
+    bias: &[f32],
+    koff: &[u32],
+    x: *const f32,
+    sw: usize,
+    dst: *mut f32,
+) {
+    // SAFETY: as this function's contract.
+    unsafe {
+        match left {
+            1 => tile::<V, 1>(w, bias, koff, x, sw, dst),
+            2 => tile::<V, 2>(w, bias, koff, x, sw, dst),
+            3 => tile::<V, 3>(w, bias, koff, x, sw, dst),
+            4 => tile::<V, 4>(w, bias, koff, x, sw, dst),
+            5 => tile::<V, 5>(w, bias, koff, x, sw, dst),
+            _ => tile::<V, NJ>(w, bias, koff, x, sw, dst),
         }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_tiles(
+pub(crate) unsafe fn row_tiles(
     _: &[f32],
     _: &[f32],
     _: &[u32],
@@ -331,13 +364,13 @@ unsafe fn row_tiles(
 }
 
 /// One tile: `dst[t·PANEL + 16·o ..][..16] = bias[16·o ..] + Σ_k w[k·PANEL + 16·o ..] ·
-/// x[t·sw + koff[k]]` for `t < NJ`, `o < V`.
+/// x[t·sw + koff[k]]` for `t < N`, `o < V` (`N ≤ NJ`).
 ///
 /// # Safety
-/// AVX-512F must be present; `x[t·sw + koff[k]]` readable, `dst[.. NJ·PANEL]` writable.
+/// AVX-512F must be present; `x[t·sw + koff[k]]` readable, `dst[.. N·PANEL]` writable.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile<const V: usize>(
+unsafe fn tile<const V: usize, const N: usize>(
     w: &[f32],
     bias: &[f32],
     koff: &[u32],
@@ -354,8 +387,8 @@ unsafe fn tile<const V: usize>(
         for (v, b) in b0.iter_mut().enumerate() {
             *b = _mm512_loadu_ps(bias.as_ptr().add(16 * v));
         }
-        let mut acc = [b0; NJ];
-        let mut xs = [x; NJ];
+        let mut acc = [b0; N];
+        let mut xs = [x; N];
         for (t, p) in xs.iter_mut().enumerate() {
             *p = x.add(t * sw);
         }
@@ -366,7 +399,7 @@ unsafe fn tile<const V: usize>(
             for (v, w) in wv.iter_mut().enumerate() {
                 *w = _mm512_loadu_ps(wk.add(16 * v));
             }
-            for t in 0..NJ {
+            for t in 0..N {
                 let b = _mm512_set1_ps(*xs[t].add(o));
                 for v in 0..V {
                     acc[t][v] = _mm512_fmadd_ps(wv[v], b, acc[t][v]);
@@ -390,7 +423,13 @@ unsafe fn tile<const V: usize>(
 /// AVX-512F must be present; `out + o·ldo + j` writable for `o < chans`, `j < out_w`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_row(row_out: &[f32], chans: usize, out_w: usize, out: *mut f32, ldo: usize) {
+pub(crate) unsafe fn transpose_row(
+    row_out: &[f32],
+    chans: usize,
+    out_w: usize,
+    out: *mut f32,
+    ldo: usize,
+) {
     use std::arch::x86_64::*;
     assert!(row_out.len() >= out_w.next_multiple_of(16) * PANEL);
     for j0 in (0..out_w).step_by(16) {
@@ -418,7 +457,7 @@ unsafe fn transpose_row(row_out: &[f32], chans: usize, out_w: usize, out: *mut f
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn transpose_row(_: &[f32], _: usize, _: usize, _: *mut f32, _: usize) {
+pub(crate) unsafe fn transpose_row(_: &[f32], _: usize, _: usize, _: *mut f32, _: usize) {
     unreachable!("available() is false off x86-64")
 }
 
@@ -429,7 +468,7 @@ unsafe fn transpose_row(_: &[f32], _: usize, _: usize, _: *mut f32, _: usize) {
 /// intrinsics out of line through one and ran the stem at a third of its speed).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
+pub(crate) fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     // Pairs of rows interleaved by 32-bit element, per 128-bit lane.
     let mut t = [_mm512_setzero_ps(); 16];

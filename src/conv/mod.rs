@@ -21,6 +21,7 @@
 
 pub mod buffers;
 pub mod chantile;
+pub mod chanwino;
 pub mod direct;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod dwsplit;
@@ -107,6 +108,7 @@ pub fn conv2d_with(
         }
         Conv2dAlgo::ImplicitGemm => igemm::conv2d_igemm(input, weight, bias, geom, cancel),
         Conv2dAlgo::ChannelTile => chantile::conv2d_chantile(input, weight, bias, geom, cancel),
+        Conv2dAlgo::ChannelWinograd => chanwino::conv2d_chanwino(input, weight, bias, geom, cancel),
         Conv2dAlgo::Winograd => winograd::conv2d_winograd(input, weight, bias, geom, cancel),
     }
 }

@@ -11,6 +11,7 @@
 //! | [`Conv2dAlgo::Separable`] | rank-1 kernel as a vertical then a horizontal 1-D pass | needs `c_in/groups = 1` and a rank-1 kernel (from 5×5) |
 //! | [`Conv2dAlgo::GemmPointwise`] | 1×1 layer as one GEMM on the NCHW planes | a subsampled copy at stride > 1 |
 //! | [`Conv2dAlgo::ChannelTile`] | vectors of 16 output channels, inputs broadcast from padded rows (AVX-512) | a 16 × 16 transpose per output block; weights reread per 6 outputs, so few input channels only |
+//! | [`Conv2dAlgo::ChannelWinograd`] | the channel tile over kernel rows as 1-D Winograd F(2, 3): 4 products per output pair for 6 (AVX-512) | transformed input rows, and combining four partial rows per output row |
 //! | [`Conv2dAlgo::GemmIm2col`] | GEMM over column blocks gathered from padded planes | the gather (`K` floats per output pixel) and one padded plane |
 //! | [`Conv2dAlgo::ImplicitGemm`] | the same GEMM reading stride-phase planes in place (AVX-512) | one padded, phase-split copy; lanes past a row's end |
 //! | [`Conv2dAlgo::Winograd`] | F(2×2, 3×3): 16 GEMMs over transformed tiles (3×3, stride 1) | the input, output and weight transforms |
@@ -49,11 +50,14 @@ pub enum Conv2dAlgo {
     /// Direct kernel vectorised over output channels, inputs broadcast, AVX-512
     /// ([`super::chantile`]).
     ChannelTile,
+    /// The channel tile with kernel rows as 1-D Winograd F(2, 3), AVX-512
+    /// ([`super::chanwino`]).
+    ChannelWinograd,
 }
 
 impl Conv2dAlgo {
     /// Every algorithm.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Direct,
         Self::Phased,
         Self::Separable,
@@ -62,6 +66,7 @@ impl Conv2dAlgo {
         Self::ImplicitGemm,
         Self::Winograd,
         Self::ChannelTile,
+        Self::ChannelWinograd,
     ];
 
     /// The name used in reports and `Server-Timing`.
@@ -75,6 +80,7 @@ impl Conv2dAlgo {
             Self::ImplicitGemm => "implicit_gemm",
             Self::Winograd => "winograd",
             Self::ChannelTile => "channel_tile",
+            Self::ChannelWinograd => "channel_winograd",
         }
     }
 
@@ -88,6 +94,7 @@ impl Conv2dAlgo {
             Self::ImplicitGemm => super::igemm::available(),
             Self::Winograd => super::winograd::supports(g),
             Self::ChannelTile => super::chantile::available(),
+            Self::ChannelWinograd => super::chanwino::supports(g),
         }
     }
 }
@@ -140,6 +147,11 @@ const WINOGRAD_WEIGHTS: f64 = 0.6e9;
 const CHANTILE_MACS: f64 = 60e9;
 /// Outputs per second and core transposed from the channel tile's rows into NCHW.
 const TRANSPOSE: f64 = 16e9;
+/// Outputs per second and core of the row Winograd's partial rows: four per output pair
+/// stored by the tiles and reloaded to combine. Fitted on 3-channel stems (one thread):
+/// 7×7/2 ran 1.85 ms against the channel tile's 2.29, 3×3 on 224×224 about 0.95 of it,
+/// and on 16 output channels (416×416) no faster, where this term decides.
+const ROW_WINOGRAD_COMBINE: f64 = 4e9;
 /// Largest `c_in/groups` for the channel tile (few input channels: stems, first layers).
 const CHANTILE_MAX_CPG: usize = 16;
 /// Largest `c_in/groups · k_h · k_w` for the channel tile: its weight panel (`k` × 64
@@ -218,6 +230,19 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             let outputs = n * g.c_out as f64 * pixels;
             macs / (CHANTILE_MACS * chans * cols) + n * padded / PAD + outputs / TRANSPOSE
         }
+        Conv2dAlgo::ChannelWinograd => {
+            let chans = opg as f64 / opg.next_multiple_of(16) as f64;
+            // The tile's products: per output row, pair and (channel, kernel row).
+            let products = n
+                * (g.c_out * g.out_h * cpg * g.k_h) as f64
+                * (super::chanwino::products_per_pair(g) * super::chanwino::computed_pairs(g.out_w))
+                    as f64;
+            let outputs = n * g.c_out as f64 * pixels;
+            products / (CHANTILE_MACS * chans)
+                + n * padded / PAD
+                + outputs / TRANSPOSE
+                + outputs / ROW_WINOGRAD_COMBINE
+        }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
                 .into_iter()
@@ -244,7 +269,9 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
 /// - a 1×1 layer without padding at stride 1 is already a GEMM over its input planes, so
 ///   the implicit GEMM's padded copy would be pure overhead;
 /// - the channel tile only for few input channels per group and a weight panel near L1
-///   ([`CHANTILE_MAX_CPG`], [`CHANTILE_MAX_K`]).
+///   ([`CHANTILE_MAX_CPG`], [`CHANTILE_MAX_K`]); the row Winograd likewise, its panel
+///   being one point's weights (AlexNet's 11×11/4 stem: 132 vectors, where the channel
+///   tile's 363 are not near L1).
 fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
@@ -252,6 +279,10 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
         Conv2dAlgo::ChannelTile => {
             g.c_in / g.groups <= CHANTILE_MAX_CPG
                 && g.c_in / g.groups * g.k_h * g.k_w <= CHANTILE_MAX_K
+        }
+        Conv2dAlgo::ChannelWinograd => {
+            g.c_in / g.groups <= CHANTILE_MAX_CPG
+                && super::chanwino::longest_point(g) <= CHANTILE_MAX_K
         }
         _ => true,
     }
@@ -288,6 +319,12 @@ pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
             "{} input channel(s) per group and {opg} output channels: vectors of 16 output channels, each of the {} inputs per output broadcast from the padded rows",
             g.c_in / g.groups,
             g.c_in / g.groups * g.k_h * g.k_w
+        ),
+        Conv2dAlgo::ChannelWinograd => format!(
+            "{} input channel(s) per group and {opg} output channels: vectors of 16 output channels, kernel rows as 1-D Winograd F(2,3), {} products per output pair and kernel row instead of {}",
+            g.c_in / g.groups,
+            super::chanwino::products_per_pair(g),
+            2 * g.k_w
         ),
         Conv2dAlgo::Direct => format!(
             "{opg} output channel(s) per group on {}-wide rows at stride 1: register tiles over rows read in place",
@@ -395,14 +432,20 @@ mod tests {
         } else {
             gemm
         };
+        let rows = if ChannelWinograd.supports(&geom([1, 3, 8, 8], [16, 3, 3, 3], 1, 1, 1)) {
+            ChannelWinograd
+        } else {
+            gemm
+        };
         let cases = [
             // image filters: one output per group on wide rows
             (geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1), Direct),
             (geom([1, 3, 1080, 1920], [1, 3, 3, 3], 1, 0, 1), Direct),
             (geom([1, 3, 1080, 1920], [3, 1, 5, 5], 1, 2, 3), Direct),
             // CNN layers
-            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), chantile),
-            (geom([1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1), gemm),
+            // stems with long kernel rows: the row Winograd
+            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), rows),
+            (geom([1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1), rows),
             (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), winograd),
             (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), gemm),
             (geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1), gemm),
@@ -415,8 +458,10 @@ mod tests {
                 GemmPointwise,
             ),
             (geom([1, 144, 56, 56], [144, 1, 3, 3], 1, 1, 144), Phased),
-            // first layers on RGB with short kernels: the channel tile
+            // first layers on RGB with short kernels: the channel tile (the row Winograd's
+            // partial rows cost what its products save)
             (geom([1, 3, 224, 224], [64, 3, 3, 3], 1, 1, 1), chantile),
+            (geom([1, 3, 224, 224], [32, 3, 3, 3], 2, 1, 1), chantile),
             (geom([1, 3, 416, 416], [16, 3, 3, 3], 1, 1, 1), chantile),
             (geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96), Phased),
             // one input channel, short k: the implicit GEMM's stores would dominate

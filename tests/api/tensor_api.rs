@@ -386,21 +386,21 @@ fn layer_request(input: [usize; 4], weight: [usize; 4], extra: Value) -> Value {
 async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timing() {
     let app = spawn_app().await;
     // (input, weight, params, algorithm): one per class of layer. Where the CPU has
-    // AVX-512, stems and first layers on RGB run vectors of output channels, and deeper
-    // strided layers a GEMM reading the padded planes in place; elsewhere both gather
-    // im2col blocks.
-    let (gemm, stem) = if convd::conv::igemm::available() {
-        ("implicit_gemm", "channel_tile")
+    // AVX-512, stems and first layers on RGB run vectors of output channels (with their
+    // kernel rows as 1-D Winograd for long rows), and deeper strided layers a GEMM reading
+    // the padded planes in place; elsewhere all gather im2col blocks.
+    let (gemm, stem, rows) = if convd::conv::igemm::available() {
+        ("implicit_gemm", "channel_tile", "channel_winograd")
     } else {
-        ("gemm_im2col", "gemm_im2col")
+        ("gemm_im2col", "gemm_im2col", "gemm_im2col")
     };
     let cases = [
         ([1, 64, 12, 12], [32, 64, 1, 1], json!({}), "gemm_pointwise"),
         (
             [1, 3, 40, 40],
-            [16, 3, 7, 7],
+            [64, 3, 7, 7],
             json!({"stride": 2, "padding": 3}),
-            stem,
+            rows,
         ),
         ([1, 3, 48, 66], [32, 3, 3, 3], json!({"padding": 1}), stem),
         (

@@ -1,0 +1,485 @@
+//! The channel tile ([`super::chantile`]) with its kernel rows run as 1-D Winograd
+//! F(2, 3): stems and other few-input-channel layers in about 2/3 of the multiply-adds.
+//!
+//! **Why.** The channel tile issues its FMAs at the core's ceiling, and so does ONNX
+//! Runtime on a ResNet stem: only fewer multiply-adds can be faster there. Along a
+//! kernel row, two neighbouring outputs read overlapping inputs, and Toom–Cook with the
+//! points `{0, 1, −1, ∞}` computes both from four products instead of six.
+//!
+//! **Chunks.** Output column `j` of kernel column `v` reads padded column `j·s + v`
+//! (horizontal stride `s`, dilation 1). The kernel columns of one stride phase (`v`,
+//! `v + s`, `v + 2s`, …) are cut into chunks of up to three; for the output pair
+//! `(2t, 2t + 1)` a chunk with first column `v₀` reads `dᵢ = x[2t·s + v₀ + i·s]`,
+//! `i = 0 .. 4`, and with its weights `g₀, g₁, g₂` (zeros past its length):
+//! ```text
+//! point   input        weight            enters
+//!   0     d₀ − d₂      g₀                y₀
+//!   1     d₁ + d₂      (g₀ + g₁ + g₂)/2  y₀ and y₁
+//!   2     d₂ − d₁      (g₀ − g₁ + g₂)/2  y₀ and −y₁
+//!   3     d₁ − d₃      g₂                −y₁
+//! ```
+//! so that `y₀ = M₀ + M₁ + M₂` and `y₁ = M₁ − M₂ − M₃` where `Mₖ` sums point `k`'s
+//! products over every chunk, kernel row and input channel. A chunk of two columns
+//! needs points 0–2 (3 products for 4), a single column points 0 and 3 with inputs `d₀`,
+//! `d₁` and weights `g₀`, `−g₀` (the direct sum). ResNet's 7×7/2 stem (phases of 4 and 3
+//! columns: chunks 3 + 1 and 3) takes 10 products per pair and kernel row instead of 14;
+//! a 3×3 at stride 1 takes 4 for 6.
+//!
+//! **The tile.** Each `Mₖ` is the channel tile's product: 6 pairs × 64 output channels,
+//! one weight vector per (channel, kernel row, chunk) broadcast against 6 transformed
+//! inputs, read from per-band rows of transformed inputs (`[channel][input row][slot]
+//! [pair]`, one slot per chunk and point, contiguous over pairs). The four results of a
+//! row are combined into its outputs and transposed into NCHW by the channel tile's
+//! transpose.
+//!
+//! **Exactness.** The transforms add, subtract and halve (exact scalings): on
+//! small-integer data every step is exact, as in the direct sum. In general each output
+//! sums its `M`s, whose terms include its neighbour's inputs, so rounding is relative to
+//! both outputs' magnitudes; the property test checks the fixtures' bound from
+//! [`MIN_TERMS`] products per point on.
+//!
+//! For dilation 1 along rows, any stride, padding, groups and batch, on CPUs with
+//! AVX-512F ([`supports`]).
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+
+use ndarray::{Array4, ArrayView1, ArrayView4};
+use rayon::prelude::*;
+
+use super::chantile::{self, PANEL};
+use super::igemm::OutPtr;
+use super::params::Conv2dGeometry;
+use super::phase::PhaseLayout;
+use super::{CancelToken, Cancelled};
+
+/// Fewest (input channel, kernel row) pairs per group, and fewest products of the
+/// direct sum (`c_in/groups · k_h · k_w`): below them a point's sum is short and the
+/// transforms' rounding is large next to the direct sum's bound (measured over random
+/// data, worst error against the fixtures' bound: 5.3 for one channel's 3×2 kernel, 0.5
+/// for a 3×3, at most 0.23 from 18 products on).
+pub const MIN_TERMS: usize = 3;
+/// See [`MIN_TERMS`].
+pub const MIN_PRODUCTS: usize = 18;
+
+/// The points a chunk of 1, 2 or 3 kernel columns feeds, in its slot order.
+fn points(taps: usize) -> &'static [usize] {
+    match taps {
+        3 => &[0, 1, 2, 3],
+        2 => &[0, 1, 2],
+        _ => &[0, 3],
+    }
+}
+
+/// Kernel columns `v₀, v₀ + s, …` (`taps` of them) of one stride phase; its transformed
+/// inputs are slots `slot ..` of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunk {
+    v0: usize,
+    taps: usize,
+    slot: usize,
+}
+
+/// The chunks of `g`'s kernel rows: each phase's columns in runs of three, then the
+/// rest (a run of four as 3 + 1, of five as 3 + 2).
+fn chunks(g: &Conv2dGeometry) -> Vec<Chunk> {
+    let s = g.stride[1];
+    let mut out = Vec::new();
+    let mut slot = 0;
+    for p in 0..s.min(g.k_w) {
+        let cols = (g.k_w - p).div_ceil(s);
+        let mut done = 0;
+        while done < cols {
+            let taps = (cols - done).min(3);
+            out.push(Chunk {
+                v0: p + done * s,
+                taps,
+                slot,
+            });
+            slot += points(taps).len();
+            done += taps;
+        }
+    }
+    out
+}
+
+/// Products per output pair and (input channel, kernel row): the direct kernel does
+/// `2·k_w`.
+pub fn products_per_pair(g: &Conv2dGeometry) -> usize {
+    chunks(g).iter().map(|c| points(c.taps).len()).sum()
+}
+
+/// Weight vectors of the longest point's sum: `c_in/groups · k_h ·` (the chunks feeding
+/// it). One tile call rereads that many, as the channel tile rereads its `k`.
+pub fn longest_point(g: &Conv2dGeometry) -> usize {
+    let ch = chunks(g);
+    let feeding = (0..4)
+        .map(|k| ch.iter().filter(|c| points(c.taps).contains(&k)).count())
+        .max()
+        .unwrap_or(0);
+    g.c_in / g.groups * g.k_h * feeding
+}
+
+/// Whether the row Winograd can run `g` here, and saves products on it.
+pub fn supports(g: &Conv2dGeometry) -> bool {
+    chantile::available()
+        && g.dilation[1] == 1
+        && g.c_in / g.groups * g.k_h >= MIN_TERMS
+        && g.c_in / g.groups * g.k_h * g.k_w >= MIN_PRODUCTS
+        && products_per_pair(g) < 2 * g.k_w
+}
+
+/// Output pairs computed per row: `⌈out_w / 2⌉`, in tiles of [`chantile::NJ`] and a shorter one.
+pub(crate) fn computed_pairs(out_w: usize) -> usize {
+    out_w.div_ceil(2)
+}
+
+thread_local! {
+    /// Per-thread transformed rows of a band, one padded row, and the four `M` rows.
+    static BUFS: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
+/// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, on the current rayon pool.
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires; it is checked before every band.
+///
+/// # Panics
+/// If `g` is not [supported](supports) or the shapes disagree with it.
+pub fn conv2d_chanwino(
+    input: ArrayView4<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geom: &Conv2dGeometry,
+    cancel: &CancelToken,
+) -> Result<Array4<f32>, Cancelled> {
+    assert!(supports(geom), "the row Winograd cannot run {geom:?}");
+    assert_eq!(input.shape(), geom.input_shape().as_slice());
+    assert_eq!(weight.shape(), geom.weight_shape().as_slice());
+    let g = *geom;
+    let x = input.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    let wt = weight.as_standard_layout();
+    let wt = wt.as_slice().expect("standard layout");
+    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
+    let chunks = chunks(&g);
+    let slots: usize = chunks.iter().map(|c| points(c.taps).len()).sum();
+    let tp = computed_pairs(g.out_w);
+    let panels = opg.div_ceil(PANEL);
+    let bands = chantile::plan_bands(&g, cpg * g.k_h * g.k_w, panels);
+    let band_out = bands.first().map_or(1, |b| b.len());
+    // Input rows of the tallest band; a band's buffer is `[c][row][slot][pair]`.
+    let cap = (band_out - 1) * g.stride[0] + (g.k_h - 1) * g.dilation[0] + 1;
+    // Each slot's pairs, padded to whole vectors of the transform.
+    let ts = tp.next_multiple_of(16);
+    let row_len = slots * ts;
+
+    // Each point's entries (c, u, chunk) in that order: their offsets in a band's buffer,
+    // and their transformed weights `[group][panel][entry][PANEL]` (points one after
+    // another; `starts[k] .. starts[k + 1]`).
+    let mut entries: Vec<(usize, usize, usize, Chunk, usize)> = Vec::new();
+    let mut starts = [0usize; 5];
+    for k in 0..4 {
+        for c in 0..cpg {
+            for u in 0..g.k_h {
+                for ch in &chunks {
+                    if let Some(i) = points(ch.taps).iter().position(|&q| q == k) {
+                        entries.push((k, c, u, *ch, ch.slot + i));
+                    }
+                }
+            }
+        }
+        starts[k + 1] = entries.len();
+    }
+    let koff: Vec<u32> = entries
+        .iter()
+        .map(|&(_, c, u, _, slot)| (c * cap + u * g.dilation[0]) * row_len + slot * ts)
+        .map(|o| u32::try_from(o).expect("band offsets fit u32"))
+        .collect();
+    let ne = entries.len();
+    let mut packed = vec![0.0f32; g.groups * panels * ne * PANEL];
+    let mut biases = vec![0.0f32; g.groups * panels * PANEL];
+    for grp in 0..g.groups {
+        for o in 0..opg {
+            let (p, lane) = (o / PANEL, o % PANEL);
+            let panel = &mut packed[(grp * panels + p) * ne * PANEL..][..ne * PANEL];
+            let w_o = &wt[(grp * opg + o) * cpg * g.k_h * g.k_w..][..cpg * g.k_h * g.k_w];
+            for (e, &(k, c, u, ch, _)) in entries.iter().enumerate() {
+                let row = &w_o[(c * g.k_h + u) * g.k_w..][..g.k_w];
+                let tap = |i: usize| {
+                    if i < ch.taps {
+                        row[ch.v0 + i * g.stride[1]]
+                    } else {
+                        0.0
+                    }
+                };
+                panel[e * PANEL + lane] = match (k, ch.taps) {
+                    (0, _) => tap(0),
+                    (1, _) => (tap(0) + tap(1) + tap(2)) * 0.5,
+                    (2, _) => (tap(0) - tap(1) + tap(2)) * 0.5,
+                    (_, 1) => -tap(0),
+                    _ => tap(2),
+                };
+            }
+            if let Some(b) = &bias {
+                biases[(grp * panels + p) * PANEL + lane] = b[grp * opg + o];
+            }
+        }
+    }
+
+    // Padded rows in `s` phases: input dᵢ of pair t is element `⌊v₀/s⌋ + i + 2t` of phase
+    // `v₀ mod s`; the transform reads 34 floats from there per 16 pairs.
+    let s = g.stride[1];
+    let reach = chunks.iter().map(|c| c.v0 / s).max().unwrap_or(0);
+    let layout = PhaseLayout::new(&g, reach + 2 * ts + 2);
+
+    let p_len = g.out_h * g.out_w;
+    let len = g.n * g.c_out * p_len;
+    let mut out = super::buffers::take(len);
+    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    let args = BandArgs {
+        g: &g,
+        layout: &layout,
+        chunks: &chunks,
+        packed: &packed,
+        biases: &biases,
+        koff: &koff,
+        starts,
+        panels,
+        cap,
+        row_len,
+        tp,
+        ts,
+    };
+    let tasks: Vec<(usize, &std::ops::Range<usize>)> = (0..g.groups)
+        .flat_map(|grp| bands.iter().map(move |b| (grp, b)))
+        .collect();
+    let done = (0..g.n).try_for_each(|img| {
+        tasks.par_iter().try_for_each(|&(grp, rows)| {
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            let xg = &x[(img * g.c_in + grp * cpg) * g.h * g.w..][..cpg * g.h * g.w];
+            let out_g = base.at((img * g.c_out + grp * opg) * p_len);
+            run_band(&args, grp, xg, rows.clone(), out_g);
+            Ok(())
+        })
+    });
+    if done.is_err() {
+        super::buffers::give(out);
+        return Err(Cancelled);
+    }
+    // SAFETY: every (image, group, band) ran once and stored every output column of every
+    // row of its band for each of the group's output channels (`run_band`); the bands
+    // partition the rows, so all `len` elements are initialised.
+    unsafe { out.set_len(len) };
+    Ok(Array4::from_shape_vec(g.output_shape(), out).expect("shape"))
+}
+
+/// What every band of one call shares.
+struct BandArgs<'a> {
+    g: &'a Conv2dGeometry,
+    /// Padded rows in `2·s_w` phases.
+    layout: &'a PhaseLayout,
+    chunks: &'a [Chunk],
+    /// `[group][panel][entry][PANEL]`.
+    packed: &'a [f32],
+    /// `[group][panel][PANEL]`.
+    biases: &'a [f32],
+    /// Each entry's offset in a band's buffer.
+    koff: &'a [u32],
+    /// Point `k`'s entries are `starts[k] .. starts[k + 1]`.
+    starts: [usize; 5],
+    panels: usize,
+    /// Input rows per channel in a band's buffer.
+    cap: usize,
+    /// Floats per (channel, input row) in a band's buffer: `slots · ts`.
+    row_len: usize,
+    /// Pairs computed per output row ([`computed_pairs`]).
+    tp: usize,
+    /// Floats per slot: `tp` rounded up to whole vectors.
+    ts: usize,
+}
+
+/// Output rows `rows` of group `grp` (input channels `xg`, `[c_in/groups, h, w]`), every
+/// output channel of the group, into `out` (the group's first output plane).
+fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usize>, out: OutPtr) {
+    let g = a.g;
+    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
+    let (sh, tp) = (g.stride[0], a.tp);
+    let r0 = rows.start * sh;
+    let n_rows = (rows.len() - 1) * sh + (g.k_h - 1) * g.dilation[0] + 1;
+    assert!(n_rows <= a.cap);
+    // Pairs per point's row: the computed ones, and whole 16-wide blocks of outputs for
+    // the transposes (whose lanes past `out_w` are read and not stored).
+    let mp = tp.max(g.out_w.next_multiple_of(16) / 2);
+    let [mut buf, mut padded, mut m] = BUFS.take();
+    buf.resize(cpg * a.cap * a.row_len, 0.0);
+    padded.resize(a.layout.row_len(), 0.0);
+    m.resize(4 * mp * PANEL, 0.0);
+    for c in 0..cpg {
+        let plane = &xg[c * g.h * g.w..][..g.h * g.w];
+        for r in 0..n_rows {
+            a.layout.fill_row(plane, r0 + r, &mut padded);
+            let dst = &mut buf[(c * a.cap + r) * a.row_len..][..a.row_len];
+            // SAFETY: AVX-512F is present (`supports`).
+            unsafe { transform_row(&padded, a.layout.wq, a.chunks, g.stride[1], a.ts, dst) };
+        }
+    }
+    // Every tile reads below `rr·s_h·row_len + koff + tp` (rr < rows, koff of a row below
+    // `cap`), inside the buffer.
+    let koff_max = a.koff.iter().copied().max().unwrap_or(0) as usize;
+    assert!((rows.len() - 1) * sh * a.row_len + koff_max + tp <= buf.len());
+    let p_len = g.out_h * g.out_w;
+    let ne = a.koff.len();
+    let zeros = [0.0f32; PANEL];
+    for p in 0..a.panels {
+        let chans = (opg - p * PANEL).min(PANEL);
+        let w = &a.packed[(grp * a.panels + p) * ne * PANEL..][..ne * PANEL];
+        let bias = &a.biases[(grp * a.panels + p) * PANEL..][..PANEL];
+        for (rr, i) in rows.clone().enumerate() {
+            let x = &buf[rr * sh * a.row_len..];
+            for (k, mk) in m.chunks_exact_mut(mp * PANEL).enumerate() {
+                let (e0, e1) = (a.starts[k], a.starts[k + 1]);
+                // The bias enters both outputs through point 1.
+                let b = if k == 1 { bias } else { &zeros[..] };
+                // SAFETY: AVX-512F is present; the loads are below the bound asserted
+                // above; `mk` holds `mp ≥ tp` pairs × PANEL.
+                unsafe {
+                    chantile::row_tiles(
+                        &w[e0 * PANEL..e1 * PANEL],
+                        b,
+                        &a.koff[e0..e1],
+                        x,
+                        1,
+                        tp,
+                        mk,
+                        chans,
+                    );
+                }
+            }
+            // SAFETY: AVX-512F is present; `m` holds 4 × `mp` pairs, `2·mp ≥
+            // out_w.next_multiple_of(16)`; the stores go to channels `p·PANEL .. + chans`
+            // of the group, row `i`, columns < out_w, which this band alone writes.
+            unsafe {
+                combine_row(
+                    &m,
+                    mp,
+                    chans,
+                    g.out_w,
+                    out.at(p * PANEL * p_len + i * g.out_w).0,
+                    p_len,
+                );
+            }
+        }
+    }
+    BUFS.set([buf, padded, m]);
+}
+
+/// Writes one input row's transformed inputs: for each chunk and each of its points, `ts`
+/// pairs at `dst[slot·ts ..]`, from the padded row's `s` phases of `wq` floats each
+/// (`dᵢ[t]` = element `⌊v₀/s⌋ + i + 2t` of phase `v₀ mod s`; even and odd elements split
+/// by two permutes per 16 pairs).
+///
+/// # Safety
+/// AVX-512F must be present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transform_row(
+    padded: &[f32],
+    wq: usize,
+    chunks: &[Chunk],
+    s: usize,
+    ts: usize,
+    dst: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    assert_eq!(ts % 16, 0);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for ch in chunks {
+        let src = &padded[(ch.v0 % s) * wq + ch.v0 / s..][..2 * ts + 2];
+        let out = &mut dst[ch.slot * ts..][..points(ch.taps).len() * ts];
+        for t0 in (0..ts).step_by(16) {
+            // SAFETY: the loads read `src[2·t0 .. 2·t0 + 34]`, inside `src` (t0 + 16 ≤
+            // ts); the stores write `out[j·ts + t0 ..][..16]` for the chunk's points.
+            unsafe {
+                let q = src.as_ptr().add(2 * t0);
+                let (a0, a1) = (_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(16)));
+                let (b0, b1) = (_mm512_loadu_ps(q.add(2)), _mm512_loadu_ps(q.add(18)));
+                let d0 = _mm512_permutex2var_ps(a0, even, a1);
+                let d1 = _mm512_permutex2var_ps(a0, odd, a1);
+                let d2 = _mm512_permutex2var_ps(b0, even, b1);
+                let o = out.as_mut_ptr().add(t0);
+                if ch.taps == 1 {
+                    _mm512_storeu_ps(o, d0);
+                    _mm512_storeu_ps(o.add(ts), d1);
+                    continue;
+                }
+                _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
+                _mm512_storeu_ps(o.add(ts), _mm512_add_ps(d1, d2));
+                _mm512_storeu_ps(o.add(2 * ts), _mm512_sub_ps(d2, d1));
+                if ch.taps == 3 {
+                    let d3 = _mm512_permutex2var_ps(b0, odd, b1);
+                    _mm512_storeu_ps(o.add(3 * ts), _mm512_sub_ps(d1, d3));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn transform_row(_: &[f32], _: usize, _: &[Chunk], _: usize, _: usize, _: &mut [f32]) {
+    unreachable!("supports() is false off x86-64")
+}
+
+/// Writes one output row from its points, `m` = `[k][pair][PANEL]` with `mp` pairs per
+/// point: position `2t` is `M₀ + M₁ + M₂`, `2t + 1` is `M₁ − M₂ − M₃`, transposed 16 × 16
+/// into channels `0 .. chans`, channel `o`'s row at `out + o·ldo`, columns `0 .. out_w`.
+///
+/// # Safety
+/// AVX-512F must be present; `out + o·ldo + j` writable for `o < chans`, `j < out_w`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn combine_row(m: &[f32], mp: usize, chans: usize, out_w: usize, out: *mut f32, ldo: usize) {
+    use std::arch::x86_64::*;
+    assert!(m.len() >= 4 * mp * PANEL && 2 * mp >= out_w.next_multiple_of(16));
+    let n = mp * PANEL;
+    for j0 in (0..out_w).step_by(16) {
+        let mask = ((1u32 << (out_w - j0).min(16)) - 1) as u16;
+        for o0 in (0..chans).step_by(16) {
+            // SAFETY: pairs j0/2 .. j0/2 + 8 < mp of each point, channels o0 .. o0 + 16 ≤
+            // PANEL (length asserted); stores as the contract.
+            unsafe {
+                let mut rows = [_mm512_setzero_ps(); 16];
+                for q in 0..8 {
+                    let at = m.as_ptr().add((j0 / 2 + q) * PANEL + o0);
+                    let m0 = _mm512_loadu_ps(at);
+                    let m1 = _mm512_loadu_ps(at.add(n));
+                    let m2 = _mm512_loadu_ps(at.add(2 * n));
+                    let m3 = _mm512_loadu_ps(at.add(3 * n));
+                    rows[2 * q] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+                    rows[2 * q + 1] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+                }
+                let cols = chantile::transpose16(rows);
+                for (c, col) in cols.iter().enumerate().take(chans - o0) {
+                    let dst = out.add((o0 + c) * ldo + j0);
+                    if mask == u16::MAX {
+                        _mm512_storeu_ps(dst, *col);
+                    } else {
+                        _mm512_mask_storeu_ps(dst, mask, *col);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn combine_row(_: &[f32], _: usize, _: usize, _: usize, _: *mut f32, _: usize) {
+    unreachable!("supports() is false off x86-64")
+}
+
+#[cfg(test)]
+mod tests;
