@@ -468,6 +468,7 @@ pub(crate) unsafe fn transpose_row(_: &[f32], _: usize, _: usize, _: *mut f32, _
 /// intrinsics out of line through one and ran the stem at a third of its speed).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[inline]
 pub(crate) fn transpose16(r: [std::arch::x86_64::__m512; 16]) -> [std::arch::x86_64::__m512; 16] {
     use std::arch::x86_64::*;
     // Pairs of rows interleaved by 32-bit element, per 128-bit lane.

@@ -200,37 +200,37 @@ pub fn conv2d_chanwino(
     let ne = entries.len();
     let mut packed = vec![0.0f32; g.groups * panels * ne * PANEL];
     let mut biases = vec![0.0f32; g.groups * panels * PANEL];
+    let (kk, s) = (cpg * g.k_h * g.k_w, g.stride[1]);
     for grp in 0..g.groups {
-        for o in 0..opg {
-            let (p, lane) = (o / PANEL, o % PANEL);
+        for p in 0..panels {
+            let chans = (opg - p * PANEL).min(PANEL);
+            let first = grp * opg + p * PANEL;
             let panel = &mut packed[(grp * panels + p) * ne * PANEL..][..ne * PANEL];
-            let w_o = &wt[(grp * opg + o) * cpg * g.k_h * g.k_w..][..cpg * g.k_h * g.k_w];
-            for (e, &(k, c, u, ch, _)) in entries.iter().enumerate() {
-                let row = &w_o[(c * g.k_h + u) * g.k_w..][..g.k_w];
-                let tap = |i: usize| {
-                    if i < ch.taps {
-                        row[ch.v0 + i * g.stride[1]]
-                    } else {
-                        0.0
-                    }
-                };
-                panel[e * PANEL + lane] = match (k, ch.taps) {
-                    (0, _) => tap(0),
-                    (1, _) => (tap(0) + tap(1) + tap(2)) * 0.5,
-                    (2, _) => (tap(0) - tap(1) + tap(2)) * 0.5,
-                    (_, 1) => -tap(0),
-                    _ => tap(2),
-                };
+            for (dst, &(k, c, u, ch, _)) in panel.chunks_exact_mut(PANEL).zip(&entries) {
+                let at = (c * g.k_h + u) * g.k_w + ch.v0;
+                let rows = wt[first * kk..].chunks_exact(kk).take(chans);
+                for (d, w) in dst.iter_mut().zip(rows) {
+                    let tap = |i: usize| if i < ch.taps { w[at + i * s] } else { 0.0 };
+                    *d = match (k, ch.taps) {
+                        (0, _) => tap(0),
+                        (1, _) => (tap(0) + tap(1) + tap(2)) * 0.5,
+                        (2, _) => (tap(0) - tap(1) + tap(2)) * 0.5,
+                        (_, 1) => -tap(0),
+                        _ => tap(2),
+                    };
+                }
             }
             if let Some(b) = &bias {
-                biases[(grp * panels + p) * PANEL + lane] = b[grp * opg + o];
+                let dst = &mut biases[(grp * panels + p) * PANEL..][..chans];
+                for (lane, d) in dst.iter_mut().enumerate() {
+                    *d = b[first + lane];
+                }
             }
         }
     }
 
     // Padded rows in `s` phases: input dᵢ of pair t is element `⌊v₀/s⌋ + i + 2t` of phase
     // `v₀ mod s`; the transform reads 34 floats from there per 16 pairs.
-    let s = g.stride[1];
     let reach = chunks.iter().map(|c| c.v0 / s).max().unwrap_or(0);
     let layout = PhaseLayout::new(&g, reach + 2 * ts + 2);
 
