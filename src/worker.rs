@@ -12,6 +12,7 @@
 //!    which the compute loops poll between row bands. Dropping the future (the client went
 //!    away) fires the token too.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,10 @@ pub struct ComputePool {
     metrics: Option<Metrics>,
     /// The large-buffer cache of this pool's threads.
     buffers: BufferCache,
+    /// Set while [`prewarm`](Self::prewarm)'s spinners run.
+    warming: Arc<AtomicBool>,
+    /// Jobs started so far: a prewarm ends when the next one starts.
+    started: Arc<AtomicU64>,
 }
 
 impl ComputePool {
@@ -79,6 +84,8 @@ impl ComputePool {
             retry_after_secs: s.retry_after_secs.max(1),
             metrics: None,
             buffers,
+            warming: Arc::new(AtomicBool::new(false)),
+            started: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -140,6 +147,31 @@ impl ComputePool {
         }
     }
 
+    /// Wakes the pool's threads ahead of a job, while its request body is still arriving:
+    /// called by the compute handlers once a request is admitted.
+    ///
+    /// On an idle pool every thread sleeps, and on this VM waking one (a halted vCPU)
+    /// took 0.1–0.9 ms: first for the thread that takes the job, then for the others when
+    /// the convolution forks, so that a layer's first bands ran on one core. Here each
+    /// thread runs a spinner ([`spin_while`]: pending pool work first, else `sched_yield`)
+    /// until the next job starts or [`PREWARM_MAX`] passes, so the wake-ups overlap the
+    /// upload. Nothing happens while jobs run (their threads are awake) or while another
+    /// prewarm's spinners still run.
+    pub fn prewarm(&self) {
+        if self.running_jobs() > 0 || self.warming.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (warming, started) = (self.warming.clone(), self.started.clone());
+        let before = started.load(Ordering::Acquire);
+        let left = Arc::new(AtomicUsize::new(self.threads()));
+        self.pool.spawn_broadcast(move |_| {
+            spin_while(|| started.load(Ordering::Acquire) == before, PREWARM_MAX);
+            if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                warming.store(false, Ordering::Release);
+            }
+        });
+    }
+
     /// Runs `job` on the pool under admission control and the deadline.
     ///
     /// # Errors
@@ -170,6 +202,7 @@ impl ComputePool {
             let span = tracing::Span::current();
             let pool = self.pool.clone();
             let t = token.clone();
+            let started = self.started.clone();
             // Alone on the pool: its other threads are asleep, and waking one when the
             // convolution forks cost 0.1–0.9 ms on this VM (a halted vCPU). Keep them awake
             // for the job instead (`KeepAwake`); with other jobs running they are awake.
@@ -180,6 +213,7 @@ impl ComputePool {
                     // Entered on the pool thread that runs the job, so its logs carry the
                     // request's span.
                     let _entered = span.enter();
+                    started.fetch_add(1, Ordering::AcqRel);
                     let _awake = alone.then(KeepAwake::start);
                     job(&t)
                 })
@@ -204,14 +238,17 @@ impl ComputePool {
 /// pending pool work (`rayon::yield_now`) until the job ends (this guard drops) or
 /// [`KEEP_AWAKE_MAX`] passes; on the job's own thread the task returns at once, so it can
 /// never hold up the job. Idle spinning costs at most that long on an otherwise idle core.
-struct KeepAwake(Arc<std::sync::atomic::AtomicBool>);
+struct KeepAwake(Arc<AtomicBool>);
 
 /// Longest a kept-awake thread spins without work.
 const KEEP_AWAKE_MAX: Duration = Duration::from_millis(20);
+/// Longest a prewarmed thread spins without work before its job starts (an upload that
+/// takes longer pays the wake-up, which is then small next to it).
+const PREWARM_MAX: Duration = Duration::from_millis(10);
 
 impl KeepAwake {
     fn start() -> Self {
-        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
         let owner = rayon::current_thread_index();
         let flag = done.clone();
         // One copy per thread, queued on that thread: a task spawned into the shared
@@ -219,10 +256,7 @@ impl KeepAwake {
         // leave the other asleep.
         rayon::spawn_broadcast(move |ctx| {
             if Some(ctx.index()) != owner {
-                spin_while(
-                    || !flag.load(std::sync::atomic::Ordering::Relaxed),
-                    KEEP_AWAKE_MAX,
-                );
+                spin_while(|| !flag.load(Ordering::Relaxed), KEEP_AWAKE_MAX);
             }
         });
         Self(done)
@@ -231,7 +265,7 @@ impl KeepAwake {
 
 impl Drop for KeepAwake {
     fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -294,5 +328,59 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn prewarmed_threads_let_go_when_a_job_starts_or_their_time_is_up() {
+        let mut settings = crate::config::defaults().compute;
+        settings.threads = 2;
+        let pool = ComputePool::new(&settings).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let settle = |pool: &ComputePool| {
+            let start = Instant::now();
+            while pool.warming.load(Ordering::Acquire) {
+                assert!(
+                    start.elapsed() < Duration::from_secs(5),
+                    "spinners never ended"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        // Without a job the spinners give up after PREWARM_MAX.
+        pool.prewarm();
+        settle(&pool);
+        // A job ends them, and it runs its parallel work on the warmed threads.
+        for _ in 0..20 {
+            pool.prewarm();
+            let sum = rt
+                .block_on(pool.run(|_| Ok((0..1000u64).into_par_iter().sum::<u64>())))
+                .unwrap();
+            assert_eq!(sum, 499_500);
+            settle(&pool);
+        }
+        // A busy pool is not prewarmed (its threads are awake).
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let busy = pool.clone();
+        let job = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(busy.run(move |_| {
+                rx.recv().unwrap();
+                Ok(())
+            }))
+        });
+        while pool.running_jobs() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        settle(&pool);
+        pool.prewarm();
+        assert!(!pool.warming.load(Ordering::Acquire));
+        tx.send(()).unwrap();
+        job.join().unwrap().unwrap();
     }
 }

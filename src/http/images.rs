@@ -96,6 +96,7 @@ pub async fn convolve(State(app): State<AppState>, req: Request) -> Result<Reply
     if let Err(e) = app.pool.check_room() {
         return Err(super::budget::drain(req, e).await);
     }
+    app.pool.prewarm();
     let raw = super::multipart::read(req, app.limits.max_body_bytes).await?;
     let limits = app.limits.clone();
     let threads = app.pool.threads();

@@ -49,6 +49,7 @@ pub async fn conv2d(State(app): State<AppState>, req: Request) -> Result<Reply, 
     if let Err(e) = app.pool.check_room() {
         return Err(super::budget::drain(req, e).await);
     }
+    app.pool.prewarm();
     let limits = app.limits.clone();
     let body = match content_type(req.headers()).as_deref() {
         Some("application/json") => Body::Json(read_body(req, limits.max_body_bytes).await?),
