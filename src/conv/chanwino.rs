@@ -201,22 +201,37 @@ pub fn conv2d_chanwino(
     let mut packed = vec![0.0f32; g.groups * panels * ne * PANEL];
     let mut biases = vec![0.0f32; g.groups * panels * PANEL];
     let (kk, s) = (cpg * g.k_h * g.k_w, g.stride[1]);
+    // Each panel's weights first as `[kk][PANEL]` (rows read in order), then every entry
+    // from whole rows of lanes.
+    let mut plain = vec![0.0f32; kk * PANEL];
     for grp in 0..g.groups {
         for p in 0..panels {
             let chans = (opg - p * PANEL).min(PANEL);
             let first = grp * opg + p * PANEL;
+            for (lane, w) in wt[first * kk..].chunks_exact(kk).take(chans).enumerate() {
+                for (kx, &v) in w.iter().enumerate() {
+                    plain[kx * PANEL + lane] = v;
+                }
+            }
             let panel = &mut packed[(grp * panels + p) * ne * PANEL..][..ne * PANEL];
             for (dst, &(k, c, u, ch, _)) in panel.chunks_exact_mut(PANEL).zip(&entries) {
                 let at = (c * g.k_h + u) * g.k_w + ch.v0;
-                let rows = wt[first * kk..].chunks_exact(kk).take(chans);
-                for (d, w) in dst.iter_mut().zip(rows) {
-                    let tap = |i: usize| if i < ch.taps { w[at + i * s] } else { 0.0 };
-                    *d = match (k, ch.taps) {
-                        (0, _) => tap(0),
-                        (1, _) => (tap(0) + tap(1) + tap(2)) * 0.5,
-                        (2, _) => (tap(0) - tap(1) + tap(2)) * 0.5,
-                        (_, 1) => -tap(0),
-                        _ => tap(2),
+                let zeros = [0.0f32; PANEL];
+                let tap = |i: usize| {
+                    if i < ch.taps {
+                        &plain[(at + i * s) * PANEL..][..PANEL]
+                    } else {
+                        &zeros[..]
+                    }
+                };
+                let (g0, g1, g2) = (tap(0), tap(1), tap(2));
+                for l in 0..PANEL {
+                    dst[l] = match (k, ch.taps) {
+                        (0, _) => g0[l],
+                        (1, _) => (g0[l] + g1[l] + g2[l]) * 0.5,
+                        (2, _) => (g0[l] - g1[l] + g2[l]) * 0.5,
+                        (_, 1) => -g0[l],
+                        _ => g2[l],
                     };
                 }
             }

@@ -149,11 +149,10 @@ impl PhaseLayout {
             }
             if t_hi > t_lo {
                 let first = p + t_lo * sw - left;
-                for (d, &s) in dst[t_lo..t_hi]
-                    .iter_mut()
-                    .zip(src[first..].iter().step_by(sw))
-                {
-                    *d = s;
+                // Chunks of `sw`, not `step_by`: that compiled to a loop with a bounds
+                // check per element (12 % of AlexNet's 11×11/4 stem in the row Winograd).
+                for (d, s) in dst[t_lo..t_hi].iter_mut().zip(src[first..].chunks(sw)) {
+                    *d = s[0];
                 }
             }
             for (t, d) in dst.iter_mut().enumerate().take(t_end).skip(t_hi) {

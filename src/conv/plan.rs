@@ -148,10 +148,17 @@ const CHANTILE_MACS: f64 = 60e9;
 /// Outputs per second and core transposed from the channel tile's rows into NCHW.
 const TRANSPOSE: f64 = 16e9;
 /// Outputs per second and core of the row Winograd's partial rows: four per output pair
-/// stored by the tiles and reloaded to combine. Fitted on 3-channel stems (one thread):
-/// 7×7/2 ran 1.85 ms against the channel tile's 2.29, 3×3 on 224×224 about 0.95 of it,
-/// and on 16 output channels (416×416) no faster, where this term decides.
-const ROW_WINOGRAD_COMBINE: f64 = 4e9;
+/// stored by the tiles and reloaded to combine (on ResNet's stem its combine with the
+/// transposes took 0.25 ms a thread against the channel tile's 0.2 ms of transposes).
+const ROW_WINOGRAD_COMBINE: f64 = 8e9;
+/// The row Winograd competes only where its estimate is below this fraction of the
+/// channel tile's: its model has more terms, and where it called the two even (CIFAR's
+/// 16-channel 3×3 on 32×32) the channel tile measured faster (server 0.043 against 0.049
+/// ms).
+const ROW_WINOGRAD_MARGIN: f64 = 0.85;
+/// Transformed inputs per second and core written by the row Winograd (measured on
+/// ResNet's stem: 584 K floats in 44 µs).
+const ROW_WINOGRAD_TRANSFORM: f64 = 12e9;
 /// Largest `c_in/groups` for the channel tile (few input channels: stems, first layers).
 const CHANTILE_MAX_CPG: usize = 16;
 /// Largest `c_in/groups · k_h · k_w` for the channel tile: its weight panel (`k` × 64
@@ -238,10 +245,20 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
                 * (super::chanwino::products_per_pair(g) * super::chanwino::computed_pairs(g.out_w))
                     as f64;
             let outputs = n * g.c_out as f64 * pixels;
+            // Every band transforms its input rows (`slots` rows of whole vectors of
+            // pairs per row), and each call transforms its weights.
+            let bands = (g.out_h as f64).min(8.0 * threads()) as usize;
+            let rows = g.out_h * g.stride[0] + bands * (g.k_h - 1) * g.dilation[0];
+            let slots = super::chanwino::products_per_pair(g);
+            let pairs = super::chanwino::computed_pairs(g.out_w).next_multiple_of(16);
+            let transformed = n * (g.c_in * rows * slots * pairs) as f64;
+            let weights = (g.c_out * cpg * g.k_h * slots) as f64;
             products / (CHANTILE_MACS * chans)
                 + n * padded / PAD
                 + outputs / TRANSPOSE
                 + outputs / ROW_WINOGRAD_COMBINE
+                + transformed / ROW_WINOGRAD_TRANSFORM
+                + weights / WINOGRAD_WEIGHTS
         }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
@@ -271,7 +288,8 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
 /// - the channel tile only for few input channels per group and a weight panel near L1
 ///   ([`CHANTILE_MAX_CPG`], [`CHANTILE_MAX_K`]); the row Winograd likewise, its panel
 ///   being one point's weights (AlexNet's 11×11/4 stem: 132 vectors, where the channel
-///   tile's 363 are not near L1).
+///   tile's 363 are not near L1), and only where the model has it clearly ahead of the
+///   channel tile it is a variant of ([`ROW_WINOGRAD_MARGIN`]).
 fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
@@ -283,6 +301,10 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
         Conv2dAlgo::ChannelWinograd => {
             g.c_in / g.groups <= CHANTILE_MAX_CPG
                 && super::chanwino::longest_point(g) <= CHANTILE_MAX_K
+                && match (estimate(algo, g), estimate(Conv2dAlgo::ChannelTile, g)) {
+                    (Some(rows), Some(tile)) => rows < ROW_WINOGRAD_MARGIN * tile,
+                    _ => false,
+                }
         }
         _ => true,
     }
@@ -462,6 +484,9 @@ mod tests {
             // partial rows cost what its products save)
             (geom([1, 3, 224, 224], [64, 3, 3, 3], 1, 1, 1), chantile),
             (geom([1, 3, 224, 224], [32, 3, 3, 3], 2, 1, 1), chantile),
+            // CIFAR's 16-channel 3×3 on 32×32: the row Winograd's transforms and weights
+            // cost more than its products save (server: 0.049 against 0.043 ms)
+            (geom([1, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1), chantile),
             (geom([1, 3, 416, 416], [16, 3, 3, 3], 1, 1, 1), chantile),
             (geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96), Phased),
             // one input channel, short k: the implicit GEMM's stores would dominate

@@ -397,7 +397,7 @@ async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timin
     let cases = [
         ([1, 64, 12, 12], [32, 64, 1, 1], json!({}), "gemm_pointwise"),
         (
-            [1, 3, 40, 40],
+            [1, 3, 112, 112],
             [64, 3, 7, 7],
             json!({"stride": 2, "padding": 3}),
             rows,
