@@ -19,11 +19,22 @@
 //!   3     d₁ − d₃      g₂                −y₁
 //! ```
 //! so that `y₀ = M₀ + M₁ + M₂` and `y₁ = M₁ − M₂ − M₃` where `Mₖ` sums point `k`'s
-//! products over every chunk, kernel row and input channel. A chunk of two columns
-//! needs points 0–2 (3 products for 4), a single column points 0 and 3 with inputs `d₀`,
-//! `d₁` and weights `g₀`, `−g₀` (the direct sum). ResNet's 7×7/2 stem (phases of 4 and 3
-//! columns: chunks 3 + 1 and 3) takes 10 products per pair and kernel row instead of 14;
-//! a 3×3 at stride 1 takes 4 for 6.
+//! products over every chunk, kernel row and input channel. Each output's products
+//! involve only its own inputs (`y₀` reads `d₀ .. d₃` but not `d₃`, `y₁` not `d₀`), so an
+//! output whose inputs are all zero (in the padding, say) is exactly zero.
+//!
+//! A chunk of two columns takes 3 products for 4, in Karatsuba's form, which keeps that
+//! property (the form above with `g₂ = 0` would not: `y₀` would add and cancel `d₂·g₀`):
+//! ```text
+//! point   input        weight            enters
+//!   0     d₀ − d₁      g₀                y₀
+//!   1     d₁           g₀ + g₁           y₀ and y₁
+//!   3     d₁ − d₂      g₁                −y₁
+//! ```
+//! A single column takes points 0 and 3 with inputs `d₀`, `d₁` and weights `g₀`, `−g₀`
+//! (the direct sum). ResNet's 7×7/2 stem (phases of 4 and 3 columns: chunks 3 + 1 and 3)
+//! takes 10 products per pair and kernel row instead of 14; a 3×3 at stride 1 takes 4
+//! for 6.
 //!
 //! **The tile.** Each `Mₖ` is the channel tile's product: 6 pairs × 64 output channels,
 //! one weight vector per (channel, kernel row, chunk) broadcast against 6 transformed
@@ -33,9 +44,9 @@
 //! transpose.
 //!
 //! **Exactness.** The transforms add, subtract and halve (exact scalings): on
-//! small-integer data every step is exact, as in the direct sum. In general each output
-//! sums its `M`s, whose terms include its neighbour's inputs, so rounding is relative to
-//! both outputs' magnitudes; the property test checks the fixtures' bound from
+//! small-integer data every step is exact, as in the direct sum. In general an output's
+//! `M`s hold products of its inputs with other columns' weights, which cancel, so its
+//! rounding is relative to those too; the property test checks the fixtures' bound from
 //! [`MIN_TERMS`] products per point on.
 //!
 //! For dilation 1 along rows, any stride, padding, groups and batch, on CPUs with
@@ -66,7 +77,7 @@ pub const MIN_PRODUCTS: usize = 18;
 fn points(taps: usize) -> &'static [usize] {
     match taps {
         3 => &[0, 1, 2, 3],
-        2 => &[0, 1, 2],
+        2 => &[0, 1, 3],
         _ => &[0, 3],
     }
 }
@@ -228,9 +239,11 @@ pub fn conv2d_chanwino(
                 for l in 0..PANEL {
                     dst[l] = match (k, ch.taps) {
                         (0, _) => g0[l],
+                        (1, 2) => g0[l] + g1[l],
                         (1, _) => (g0[l] + g1[l] + g2[l]) * 0.5,
                         (2, _) => (g0[l] - g1[l] + g2[l]) * 0.5,
                         (_, 1) => -g0[l],
+                        (_, 2) => g1[l],
                         _ => g2[l],
                     };
                 }
@@ -427,17 +440,23 @@ unsafe fn transform_row(
                 let d1 = _mm512_permutex2var_ps(a0, odd, a1);
                 let d2 = _mm512_permutex2var_ps(b0, even, b1);
                 let o = out.as_mut_ptr().add(t0);
-                if ch.taps == 1 {
-                    _mm512_storeu_ps(o, d0);
-                    _mm512_storeu_ps(o.add(ts), d1);
-                    continue;
-                }
-                _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
-                _mm512_storeu_ps(o.add(ts), _mm512_add_ps(d1, d2));
-                _mm512_storeu_ps(o.add(2 * ts), _mm512_sub_ps(d2, d1));
-                if ch.taps == 3 {
-                    let d3 = _mm512_permutex2var_ps(b0, odd, b1);
-                    _mm512_storeu_ps(o.add(3 * ts), _mm512_sub_ps(d1, d3));
+                match ch.taps {
+                    1 => {
+                        _mm512_storeu_ps(o, d0);
+                        _mm512_storeu_ps(o.add(ts), d1);
+                    }
+                    2 => {
+                        _mm512_storeu_ps(o, _mm512_sub_ps(d0, d1));
+                        _mm512_storeu_ps(o.add(ts), d1);
+                        _mm512_storeu_ps(o.add(2 * ts), _mm512_sub_ps(d1, d2));
+                    }
+                    _ => {
+                        let d3 = _mm512_permutex2var_ps(b0, odd, b1);
+                        _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
+                        _mm512_storeu_ps(o.add(ts), _mm512_add_ps(d1, d2));
+                        _mm512_storeu_ps(o.add(2 * ts), _mm512_sub_ps(d2, d1));
+                        _mm512_storeu_ps(o.add(3 * ts), _mm512_sub_ps(d1, d3));
+                    }
                 }
             }
         }

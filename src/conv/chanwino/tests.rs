@@ -123,3 +123,37 @@ fn cancelled_before_any_band() {
         Err(Cancelled)
     );
 }
+
+/// An output whose inputs are all zero is exactly zero, whatever its neighbours read: no
+/// product mixes one output's inputs into the other (chunks of 1, 2 and 3 columns).
+#[test]
+fn outputs_over_zeros_are_exactly_zero() {
+    if !chantile::available() {
+        return;
+    }
+    for (k_w, s) in [(3, 1), (2, 1), (3, 2), (5, 1), (7, 2), (4, 1)] {
+        let g = geom([1, 3, 9, 40], [32, 3, 3, k_w], s, 0);
+        if !supports(&g) {
+            continue;
+        }
+        // Columns 0 .. 20 zero, the rest large: outputs reading only zeros must be 0.
+        let x = ndarray::Array4::from_shape_fn(g.input_shape(), |(_, c, i, j)| {
+            if j < 20 {
+                0.0
+            } else {
+                1e3 + (c * 7 + i * 3 + j) as f32 * 0.37
+            }
+        });
+        let w = ndarray::Array4::from_shape_fn(g.weight_shape(), |(o, c, u, v)| {
+            ((o * 5 + c * 3 + u * 7 + v) % 11) as f32 * 0.13 - 0.6
+        });
+        let y = conv2d_chanwino(x.view(), w.view(), None, &g, &CancelToken::new()).unwrap();
+        for j in 0..g.out_w {
+            if j * s + k_w <= 20 {
+                for v in y.slice(ndarray::s![.., .., .., j]) {
+                    assert_eq!(*v, 0.0, "{k_w} wide at stride {s}, column {j}");
+                }
+            }
+        }
+    }
+}
