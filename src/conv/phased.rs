@@ -20,11 +20,11 @@
 //! [`super::dwtile`] instead: 4 rows × 2 vectors, 8 independent FMA chains (dw 5×5 on
 //! 28×28: 0.21 → 0.16 ms).
 //!
-//! Depthwise planes at column stride 2 with zero padding skip the copy altogether: the
-//! AVX-512 tile of [`super::dwsplit`] reads the input rows in place and splits their even
-//! and odd columns in registers (the copy was twice the tiles' time there). Through the
-//! server, alternated with the phase-copy build at load ~3: dw 3×3/2 on 96×112×112 0.32 →
-//! 0.15 ms, 5×5/2 on 144×56×56 0.175 → 0.10 ms.
+//! Depthwise planes with zero padding at column stride 1 or 2 skip the copy altogether:
+//! the AVX-512 tile of [`super::dwsplit`] reads the input rows in place (at stride 2
+//! splitting their even and odd columns in registers; the copy was twice the tiles' time
+//! there). Through the server, alternated with the phase-copy build at load ~3: dw 3×3/2
+//! on 96×112×112 0.32 → 0.15 ms, 5×5/2 on 144×56×56 0.175 → 0.10 ms.
 //!
 //! Against the in-place direct kernel ([`super::direct`]) this pays one copy of the band's
 //! input per output channel, which is why the plan keeps wide stride-1 image filters on
@@ -103,9 +103,9 @@ pub(crate) fn conv2d_phased_isa(
     })
 }
 
-/// Whether the AVX-512 build computes `g` from the input rows in place, splitting even
-/// and odd columns in registers ([`super::dwsplit`]: depthwise, column stride 2, zero
-/// padding) instead of copying each band into the phase layout first.
+/// Whether the AVX-512 build computes `g` from the input rows in place
+/// ([`super::dwsplit`]: depthwise, column stride 1, or 2 with even and odd columns split
+/// in registers, zero padding) instead of copying each band into the phase layout first.
 pub fn splits_in_registers(g: &Conv2dGeometry) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -152,7 +152,8 @@ unsafe impl Bands for PhasedArgs<'_> {
         // Constant tile widths so the accumulators are registers; never wider than the
         // instruction set's widest (TILE).
         // The AVX-512 build (TILE = MAX_TILE) hands depthwise planes to the intrinsics
-        // tiles: in place at column stride 2, else over the phase copy.
+        // tiles: in place at column stride 1 and 2 with zero padding, else over the phase
+        // copy.
         #[cfg(target_arch = "x86_64")]
         if TILE == MAX_TILE && self.split {
             let plane = super::dwsplit::SplitPlane {
@@ -377,6 +378,28 @@ mod tests {
             };
             check_all_isas(&x, &w, b.as_ref(), &g);
         }
+
+        // The in-place tile at column stride 1 (`dwsplit::tile_s1`): any column dilation,
+        // row strides and dilations (d_h | s_h in place, the rest the phase copy), kernels
+        // up to 9 columns, rows narrower than a vector to several tiles wide, padding
+        // wider than the kernel, batches.
+        #[test]
+        fn depthwise_column_stride_1_equals_reference(
+            (n, c, mult, h, w) in (1usize..3, 1usize..5, 1usize..3, 1usize..30, 1usize..90),
+            (k_h, k_w, s_h, d_h, d_w) in (1usize..6, 1usize..10, 1usize..4, 1usize..3, 1usize..4),
+            (pad, bias, seed) in ([0usize..5, 0usize..5, 0usize..5, 0usize..5], any::<bool>(), any::<u64>()),
+        ) {
+            let Some((x, w, b, g)) = crate::conv::testutil::build(
+                [n, c, h, w],
+                [c * mult, 1, k_h, k_w],
+                ([s_h, 1], [d_h, d_w], c, 0, pad),
+                bias,
+                seed,
+            ) else {
+                return Ok(());
+            };
+            check_all_isas(&x, &w, b.as_ref(), &g);
+        }
     }
 
     #[test]
@@ -399,6 +422,30 @@ mod tests {
                 "{g:?}"
             );
             check_against_reference(&g, 5, true, |x, w, b| {
+                conv2d_phased(x, w, b, &g, &CancelToken::new()).unwrap()
+            });
+        }
+    }
+
+    #[test]
+    fn depthwise_stride_1_zoo_layers_read_rows_in_place() {
+        use crate::conv::params::{Conv2dParams, Padding};
+        use crate::conv::testutil::check_against_reference;
+        // MobileNetV2's 3×3 and EfficientNet's 5×5 (fewer channels), a 7×7 with padding 3:
+        // every row tile of 4 plus a remainder row, one and two vectors, a masked tail.
+        for (c, hw, k, pad) in [(5, 56, 3, 1), (3, 28, 5, 2), (2, 45, 7, 3)] {
+            let params = Conv2dParams {
+                padding: Padding::Explicit([pad; 4]),
+                groups: c,
+                ..Default::default()
+            };
+            let g = Conv2dGeometry::new([1, c, hw, hw], [c, 1, k, k], Some(c), &params).unwrap();
+            assert_eq!(
+                splits_in_registers(&g),
+                isa::detect() == Isa::Avx512,
+                "{g:?}"
+            );
+            check_against_reference(&g, 6, true, |x, w, b| {
                 conv2d_phased(x, w, b, &g, &CancelToken::new()).unwrap()
             });
         }

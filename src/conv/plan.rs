@@ -352,8 +352,11 @@ pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
             "{opg} output channel(s) per group on {}-wide rows at stride 1: register tiles over rows read in place",
             g.out_w
         ),
-        Conv2dAlgo::Phased if super::phased::splits_in_registers(g) => format!(
+        Conv2dAlgo::Phased if super::phased::splits_in_registers(g) && g.stride[1] == 2 => format!(
             "{opg} output channel(s) per group, stride 2, zero padding: register tiles over the input rows read in place, even and odd columns split in registers"
+        ),
+        Conv2dAlgo::Phased if super::phased::splits_in_registers(g) => format!(
+            "{opg} output channel(s) per group, zero padding: register tiles over the input rows read in place, each tap one masked load"
         ),
         Conv2dAlgo::Phased => format!(
             "{opg} output channel(s) per group{}: register tiles over padded, phase-split rows",
