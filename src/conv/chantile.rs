@@ -148,10 +148,6 @@ pub fn conv2d_chantile(
     let reach = (band_out - 1) * g.stride[0] * wp + (jt - 1) * g.stride[1] + koff_max + 1;
     let buf_len = reach.max(cpg * cap * wp);
 
-    let p_len = g.out_h * g.out_w;
-    let len = g.n * g.c_out * p_len;
-    let mut out = super::buffers::take(len);
-    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     let args = BandArgs {
         g: &g,
         layout: &layout,
@@ -164,6 +160,33 @@ pub fn conv2d_chantile(
         buf_len,
         jt,
     };
+    run_bands(&g, x, &bands, cancel, |grp, xg, rows, out| {
+        run_band(&args, grp, xg, rows, out);
+    })
+}
+
+/// Runs `band(group, input channels of the group [c_in/groups, h, w], output rows,
+/// the group's first output plane)` for every image, group and band of `bands` on the
+/// current rayon pool, into a fresh `[n, c_out, out_h, out_w]` output; used here and by
+/// [`super::chanwino`].
+///
+/// `band` must store every output column of every row of its band for each of the
+/// group's output channels, writing nothing else.
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires; it is checked before every band.
+pub(crate) fn run_bands(
+    g: &Conv2dGeometry,
+    x: &[f32],
+    bands: &[std::ops::Range<usize>],
+    cancel: &CancelToken,
+    band: impl Fn(usize, &[f32], std::ops::Range<usize>, OutPtr) + Sync,
+) -> Result<Array4<f32>, Cancelled> {
+    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
+    let p_len = g.out_h * g.out_w;
+    let len = g.n * g.c_out * p_len;
+    let mut out = super::buffers::take(len);
+    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     // Every image runs the same (group, band) tasks.
     let tasks: Vec<(usize, &std::ops::Range<usize>)> = (0..g.groups)
         .flat_map(|grp| bands.iter().map(move |b| (grp, b)))
@@ -174,8 +197,12 @@ pub fn conv2d_chantile(
                 return Err(Cancelled);
             }
             let xg = &x[(img * g.c_in + grp * cpg) * g.h * g.w..][..cpg * g.h * g.w];
-            let out_g = base.at((img * g.c_out + grp * opg) * p_len);
-            run_band(&args, grp, xg, rows.clone(), out_g);
+            band(
+                grp,
+                xg,
+                rows.clone(),
+                base.at((img * g.c_out + grp * opg) * p_len),
+            );
             Ok(())
         })
     });
@@ -183,9 +210,9 @@ pub fn conv2d_chantile(
         super::buffers::give(out);
         return Err(Cancelled);
     }
-    // SAFETY: every (image, group, band) ran once and stored every output column of every
-    // row of its band for each of the group's output channels (`run_band`); the bands
-    // partition the rows, so all `len` elements are initialised.
+    // SAFETY: every (image, group, band) ran once and, by `band`'s contract, stored every
+    // output column of every row of its band for each of the group's output channels;
+    // the bands partition the rows, so all `len` elements are initialised.
     unsafe { out.set_len(len) };
     Ok(Array4::from_shape_vec(g.output_shape(), out).expect("shape"))
 }

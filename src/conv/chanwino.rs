@@ -56,7 +56,6 @@
 use std::cell::RefCell;
 
 use ndarray::{Array4, ArrayView1, ArrayView4};
-use rayon::prelude::*;
 
 use super::chantile::{self, PANEL};
 use super::igemm::OutPtr;
@@ -262,10 +261,6 @@ pub fn conv2d_chanwino(
     let reach = chunks.iter().map(|c| c.v0 / s).max().unwrap_or(0);
     let layout = PhaseLayout::new(&g, reach + 2 * ts + 2);
 
-    let p_len = g.out_h * g.out_w;
-    let len = g.n * g.c_out * p_len;
-    let mut out = super::buffers::take(len);
-    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
     let args = BandArgs {
         g: &g,
         layout: &layout,
@@ -280,29 +275,11 @@ pub fn conv2d_chanwino(
         tp,
         ts,
     };
-    let tasks: Vec<(usize, &std::ops::Range<usize>)> = (0..g.groups)
-        .flat_map(|grp| bands.iter().map(move |b| (grp, b)))
-        .collect();
-    let done = (0..g.n).try_for_each(|img| {
-        tasks.par_iter().try_for_each(|&(grp, rows)| {
-            if cancel.is_cancelled() {
-                return Err(Cancelled);
-            }
-            let xg = &x[(img * g.c_in + grp * cpg) * g.h * g.w..][..cpg * g.h * g.w];
-            let out_g = base.at((img * g.c_out + grp * opg) * p_len);
-            run_band(&args, grp, xg, rows.clone(), out_g);
-            Ok(())
-        })
-    });
-    if done.is_err() {
-        super::buffers::give(out);
-        return Err(Cancelled);
-    }
-    // SAFETY: every (image, group, band) ran once and stored every output column of every
-    // row of its band for each of the group's output channels (`run_band`); the bands
-    // partition the rows, so all `len` elements are initialised.
-    unsafe { out.set_len(len) };
-    Ok(Array4::from_shape_vec(g.output_shape(), out).expect("shape"))
+    // `run_band` stores every output column of every row of its band for each of the
+    // group's output channels (`combine_row`), as `run_bands` requires.
+    chantile::run_bands(&g, x, &bands, cancel, |grp, xg, rows, out| {
+        run_band(&args, grp, xg, rows, out);
+    })
 }
 
 /// What every band of one call shares.
