@@ -54,7 +54,10 @@ pub use direct::conv2d_direct;
 pub use params::{Activation, Conv2dGeometry, Conv2dParams, Padding, PaddingMode, SpecError};
 pub use plan::{plan_with_weights, Conv2dAlgo, Conv2dPlan};
 pub use reference::conv2d_reference;
-pub use stack::{plan_stack, receptive_fields, run_stack, Conv2dLayer, LayerError, ReceptiveField};
+pub use stack::{
+    plan_layers, plan_stack, receptive_fields, run_planned_stack, run_stack, Conv2dLayer,
+    LayerError, LayerPlan, ReceptiveField,
+};
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
 /// plus `bias [c_out]` into `[n, c_out, out_h, out_w]` with the algorithm the plan picks
@@ -70,11 +73,28 @@ pub fn conv2d(
     cancel: &CancelToken,
 ) -> Result<(Array4<f32>, Conv2dPlan), Cancelled> {
     let (plan, separable) = plan_with_weights(geom, weight);
-    let out = match separable {
-        Some(s) => s.run(input, bias, geom, cancel)?,
-        None => conv2d_with(plan.algorithm, input, weight, bias, geom, cancel)?,
-    };
+    let out = conv2d_planned(input, weight, bias, geom, &plan, separable.as_ref(), cancel)?;
     Ok((out, plan))
+}
+
+/// [`conv2d`] by a plan made beforehand: `plan` and `separable` from
+/// [`plan_with_weights`] on this layer's geometry and weights.
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires.
+pub fn conv2d_planned(
+    input: ArrayView4<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geom: &Conv2dGeometry,
+    plan: &Conv2dPlan,
+    separable: Option<&separable::SeparablePlan>,
+    cancel: &CancelToken,
+) -> Result<Array4<f32>, Cancelled> {
+    match separable {
+        Some(s) => s.run(input, bias, geom, cancel),
+        None => conv2d_with(plan.algorithm, input, weight, bias, geom, cancel),
+    }
 }
 
 /// [`conv2d`] with a chosen algorithm (for benchmarks and tests).

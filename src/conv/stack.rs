@@ -13,7 +13,8 @@
 use ndarray::{Array1, Array4, ArrayView4};
 
 use super::params::{Activation, Conv2dGeometry, Conv2dParams, SpecError};
-use super::{conv2d, CancelToken, Cancelled, Conv2dPlan};
+use super::separable::SeparablePlan;
+use super::{conv2d_planned, plan_with_weights, CancelToken, Cancelled, Conv2dPlan};
 
 /// One layer: its tensors and parameters.
 #[derive(Debug, Clone)]
@@ -90,6 +91,21 @@ pub fn receptive_fields(geoms: &[Conv2dGeometry]) -> Vec<ReceptiveField> {
         .collect()
 }
 
+/// One layer's algorithm plan from its shape and weights, and its separable factors when
+/// the plan is [`Conv2dAlgo::Separable`](super::Conv2dAlgo::Separable).
+pub type LayerPlan = (Conv2dPlan, Option<SeparablePlan>);
+
+/// Plans every layer of a stack from its geometry and weights ([`plan_with_weights`]):
+/// once per request, before the convolutions.
+pub fn plan_layers(layers: &[Conv2dLayer], geoms: &[Conv2dGeometry]) -> Vec<LayerPlan> {
+    assert_eq!(layers.len(), geoms.len());
+    layers
+        .iter()
+        .zip(geoms)
+        .map(|(l, g)| plan_with_weights(g, l.weight.view()))
+        .collect()
+}
+
 /// Runs a planned stack: each layer's output (after its activation) feeds the next.
 /// Returns the output and, per layer, the algorithm plan that ran it.
 ///
@@ -103,27 +119,43 @@ pub fn run_stack(
     geoms: &[Conv2dGeometry],
     cancel: &CancelToken,
 ) -> Result<(Array4<f32>, Vec<Conv2dPlan>), Cancelled> {
-    assert_eq!(layers.len(), geoms.len());
+    let plans = plan_layers(layers, geoms);
+    let out = run_planned_stack(input, layers, geoms, &plans, cancel)?;
+    Ok((out, plans.into_iter().map(|(p, _)| p).collect()))
+}
+
+/// [`run_stack`] by plans made beforehand ([`plan_layers`] on these layers and geometries).
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires.
+pub fn run_planned_stack(
+    input: ArrayView4<'_, f32>,
+    layers: &[Conv2dLayer],
+    geoms: &[Conv2dGeometry],
+    plans: &[LayerPlan],
+    cancel: &CancelToken,
+) -> Result<Array4<f32>, Cancelled> {
+    assert!(layers.len() == geoms.len() && geoms.len() == plans.len());
     let mut current: Option<Array4<f32>> = None;
-    let mut plans = Vec::with_capacity(layers.len());
-    for (layer, geom) in layers.iter().zip(geoms) {
+    for ((layer, geom), (plan, separable)) in layers.iter().zip(geoms).zip(plans) {
         let x = current.as_ref().map_or(input.view(), |a| a.view());
-        let (mut y, plan) = conv2d(
+        let mut y = conv2d_planned(
             x,
             layer.weight.view(),
             layer.bias.as_ref().map(|b| b.view()),
             geom,
+            plan,
+            separable.as_ref(),
             cancel,
         )?;
         if layer.activation == Activation::Relu {
             y.par_mapv_inplace(|v| v.max(0.0));
         }
-        plans.push(plan);
         if let Some(previous) = current.replace(y) {
             super::buffers::give(previous.into_raw_vec_and_offset().0);
         }
     }
-    Ok((current.unwrap_or_else(|| input.to_owned()), plans))
+    Ok(current.unwrap_or_else(|| input.to_owned()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use ndarray::Array4;
 
 use super::negotiate::Timings;
 use super::reply::Reply;
-use crate::conv::{buffers, run_stack, CancelToken};
+use crate::conv::{buffers, plan_layers, run_planned_stack, CancelToken};
 use crate::error::ApiError;
 use crate::spec::{Plan, ShapeReport};
 use crate::worker::cancelled;
@@ -26,21 +26,19 @@ pub fn compute(
     mut timings: Timings,
     encode: impl FnOnce(&Array4<f32>, &ShapeReport, Timings) -> Result<Reply, ApiError>,
 ) -> Result<Reply, ApiError> {
-    let mut report = plan.report();
+    // Each layer planned once, with its weights (a direct layer becomes separable when its
+    // weights are rank-1): the report says what runs.
+    let plans = plan_layers(&plan.layers, &plan.geoms);
+    let report = ShapeReport::with_plans(&plan.geoms, &plan.activations, &plans);
     let t = Instant::now();
-    let out = run_stack(input.view(), &plan.layers, &plan.geoms, cancel);
+    let out = run_planned_stack(input.view(), &plan.layers, &plan.geoms, &plans, cancel);
     drop(plan);
-    if let Ok((_, plans)) = &out {
-        let algos: Vec<&str> = plans.iter().map(|p| p.algorithm.as_str()).collect();
+    if out.is_ok() {
+        let algos: Vec<&str> = plans.iter().map(|(p, _)| p.algorithm.as_str()).collect();
         timings.record_described("conv", t, algos.join("+"));
     }
     buffers::recycle(input);
-    let (out, plans) = out.map_err(|_| cancelled())?;
-    // The plans that ran (a direct layer becomes separable when its weights are rank-1).
-    for (summary, p) in report.layers.iter_mut().zip(&plans) {
-        summary.algorithm = p.algorithm;
-        summary.algorithm_reason.clone_from(&p.reason);
-    }
+    let out = out.map_err(|_| cancelled())?;
     let reply = encode(&out, &report, timings);
     buffers::recycle(out);
     reply

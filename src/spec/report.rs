@@ -44,12 +44,22 @@ pub struct LayerSummary {
 
 /// Summaries of a planned stack, with activations.
 pub fn summarize(geoms: &[Conv2dGeometry], activations: &[Activation]) -> Vec<LayerSummary> {
+    summarize_with(geoms, activations, |_, g| crate::conv::plan::plan(g))
+}
+
+/// [`summarize`] with each layer's algorithm plan from `plan_of(index, geometry)`.
+fn summarize_with(
+    geoms: &[Conv2dGeometry],
+    activations: &[Activation],
+    plan_of: impl Fn(usize, &Conv2dGeometry) -> crate::conv::Conv2dPlan,
+) -> Vec<LayerSummary> {
     receptive_fields(geoms)
         .into_iter()
         .zip(geoms)
         .zip(activations)
-        .map(|((ReceptiveField { size, jump }, g), &activation)| {
-            let p = crate::conv::plan::plan(g);
+        .enumerate()
+        .map(|(i, ((ReceptiveField { size, jump }, g), &activation))| {
+            let p = plan_of(i, g);
             LayerSummary {
                 input_shape: g.input_shape(),
                 weight_shape: g.weight_shape(),
@@ -91,9 +101,25 @@ pub struct ShapeReport {
 }
 
 impl ShapeReport {
-    /// Builds the report of a planned stack.
+    /// Builds the report of a planned stack, each layer's algorithm planned from its shape.
     pub fn new(geoms: &[Conv2dGeometry], activations: &[Activation]) -> Self {
-        let layers = summarize(geoms, activations);
+        Self::from_summaries(summarize(geoms, activations))
+    }
+
+    /// Builds the report of a planned stack whose layers were planned with their weights
+    /// (`plans`, one per layer: [`crate::conv::plan_layers`]).
+    pub fn with_plans(
+        geoms: &[Conv2dGeometry],
+        activations: &[Activation],
+        plans: &[crate::conv::LayerPlan],
+    ) -> Self {
+        assert_eq!(geoms.len(), plans.len());
+        Self::from_summaries(summarize_with(geoms, activations, |i, _| {
+            plans[i].0.clone()
+        }))
+    }
+
+    fn from_summaries(layers: Vec<LayerSummary>) -> Self {
         let last = layers.last().expect("a stack has at least one layer");
         let padding = if layers.len() == 1 {
             serde_json::json!(last.padding)
