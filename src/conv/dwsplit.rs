@@ -70,18 +70,14 @@ pub(crate) fn run(p: &SplitPlane<'_>, i0: usize, out: &mut [Out]) {
     assert!(p.x.len() >= g.h * g.w && p.taps.len() == g.k_h * g.k_w);
     assert!(g.out_w > 0 && out.len().is_multiple_of(g.out_w));
     assert!(i0 + out.len() / g.out_w <= g.out_h);
-    if g.stride[1] == 1 {
-        // SAFETY: as below; `tile_s1`'s loads are masked to each row's columns.
-        unsafe { run_s1(p, i0, out.as_mut_ptr().cast::<f32>(), out.len()) };
-        return;
-    }
     let left = g.padding[2] as isize;
-    // Tap v reads shift `s = ⌊(v − left)/2⌋` (nondecreasing in v), columns of parity
-    // `(v − left) mod 2`.
+    // At column stride 2, tap v reads shift `s = ⌊(v − left)/2⌋` (nondecreasing in v),
+    // columns of parity `(v − left) mod 2` (at stride 1 `tile_s1` needs neither).
     let mut shifts = [0isize; MAX_SHIFTS];
     let mut cols = [(0usize, false); MAX_K_W];
     let mut n_shifts = 0;
-    for (v, col) in cols.iter_mut().enumerate().take(g.k_w) {
+    let split = if g.stride[1] == 2 { g.k_w } else { 0 };
+    for (v, col) in cols.iter_mut().enumerate().take(split) {
         let e = v as isize - left;
         let s = e.div_euclid(2);
         if n_shifts == 0 || shifts[n_shifts - 1] != s {
@@ -92,7 +88,7 @@ pub(crate) fn run(p: &SplitPlane<'_>, i0: usize, out: &mut [Out]) {
     }
     let layout = Layout {
         shifts: &shifts[..n_shifts],
-        cols: &cols[..g.k_w],
+        cols: &cols[..split],
     };
     // SAFETY: AVX-512F is present (asserted). Loads: rows `y` are checked to be in
     // `0..h`, and every lane outside `0..w` of the row is masked off (a masked-off lane is
@@ -116,21 +112,25 @@ unsafe fn run_avx512(p: &SplitPlane<'_>, l: &Layout<'_>, i0: usize, out: *mut f3
     let blocks = out_w.div_ceil(16);
     // SAFETY (all calls): as `run`'s.
     unsafe {
-        match (p.g.k_w, p.g.padding[2]) {
-            (3, 1) => rows_of::<3, 1>(p, l, i0, rows, blocks, out),
-            (5, 2) => rows_of::<5, 2>(p, l, i0, rows, blocks, out),
-            (7, 3) => rows_of::<7, 3>(p, l, i0, rows, blocks, out),
-            _ => rows_of::<0, 0>(p, l, i0, rows, blocks, out),
+        match (p.g.stride[1], p.g.k_w, p.g.padding[2]) {
+            (1, 3, _) => rows_of::<1, 3, 0>(p, l, i0, rows, blocks, out),
+            (1, 5, _) => rows_of::<1, 5, 0>(p, l, i0, rows, blocks, out),
+            (1, 7, _) => rows_of::<1, 7, 0>(p, l, i0, rows, blocks, out),
+            (1, _, _) => rows_of::<1, 0, 0>(p, l, i0, rows, blocks, out),
+            (_, 3, 1) => rows_of::<2, 3, 1>(p, l, i0, rows, blocks, out),
+            (_, 5, 2) => rows_of::<2, 5, 2>(p, l, i0, rows, blocks, out),
+            (_, 7, 3) => rows_of::<2, 7, 3>(p, l, i0, rows, blocks, out),
+            _ => rows_of::<2, 0, 0>(p, l, i0, rows, blocks, out),
         }
     }
 }
 
 /// Every tile of the band: 4 rows at a time, then one by one; 2 vectors at a time, then
-/// one. `KW > 0`: the kernel is `KW` columns wide with `LEFT` columns of left padding
-/// (centred odd kernels), so that every tap's shift and parity is a constant; `KW = 0`:
-/// any kernel ([`tile`]).
+/// one. Column stride `S` = 1: [`tile_s1`]; `S` = 2: `KW > 0`: the kernel is `KW` columns
+/// wide with `LEFT` columns of left padding (centred odd kernels), so that every tap's
+/// shift and parity is a constant ([`tile_k`]); `KW = 0`: any kernel ([`tile`]).
 #[target_feature(enable = "avx512f")]
-unsafe fn rows_of<const KW: usize, const LEFT: usize>(
+unsafe fn rows_of<const S: usize, const KW: usize, const LEFT: usize>(
     p: &SplitPlane<'_>,
     l: &Layout<'_>,
     i0: usize,
@@ -147,6 +147,12 @@ unsafe fn rows_of<const KW: usize, const LEFT: usize>(
             while k < blocks {
                 let two = k + 2 <= blocks;
                 match (four, two, KW) {
+                    _ if S == 1 => match (four, two) {
+                        (true, true) => tile_s1::<ROWS, 2, KW>(p, i0, r, k, out),
+                        (true, false) => tile_s1::<ROWS, 1, KW>(p, i0, r, k, out),
+                        (false, true) => tile_s1::<1, 2, KW>(p, i0, r, k, out),
+                        (false, false) => tile_s1::<1, 1, KW>(p, i0, r, k, out),
+                    },
                     (true, true, 0) => tile::<ROWS, 2>(p, l, i0, r, k, out),
                     (true, false, 0) => tile::<ROWS, 1>(p, l, i0, r, k, out),
                     (false, true, 0) => tile::<1, 2>(p, l, i0, r, k, out),
@@ -155,55 +161,6 @@ unsafe fn rows_of<const KW: usize, const LEFT: usize>(
                     (true, false, _) => tile_k::<ROWS, 1, KW, LEFT>(p, i0, r, k, out),
                     (false, true, _) => tile_k::<1, 2, KW, LEFT>(p, i0, r, k, out),
                     (false, false, _) => tile_k::<1, 1, KW, LEFT>(p, i0, r, k, out),
-                }
-                k += if two { 2 } else { 1 };
-            }
-            r += if four { ROWS } else { 1 };
-        }
-    }
-}
-
-/// Column stride 1: every tile of the band, as [`rows_of`], with the kernel width a
-/// constant for 3, 5 and 7 columns.
-#[target_feature(enable = "avx512f")]
-unsafe fn run_s1(p: &SplitPlane<'_>, i0: usize, out: *mut f32, len: usize) {
-    let out_w = p.g.out_w;
-    let rows = len / out_w;
-    let blocks = out_w.div_ceil(16);
-    // SAFETY (all calls): as `run`'s.
-    unsafe {
-        match p.g.k_w {
-            3 => rows_s1::<3>(p, i0, rows, blocks, out),
-            5 => rows_s1::<5>(p, i0, rows, blocks, out),
-            7 => rows_s1::<7>(p, i0, rows, blocks, out),
-            _ => rows_s1::<0>(p, i0, rows, blocks, out),
-        }
-    }
-}
-
-/// [`rows_of`] at column stride 1: 4 rows at a time, then one by one; 2 vectors at a
-/// time, then one.
-#[target_feature(enable = "avx512f")]
-unsafe fn rows_s1<const KW: usize>(
-    p: &SplitPlane<'_>,
-    i0: usize,
-    rows: usize,
-    blocks: usize,
-    out: *mut f32,
-) {
-    let mut r = 0;
-    // SAFETY (all calls): rows r .. r + R ≤ rows, blocks k .. k + N ≤ blocks; see `run`.
-    unsafe {
-        while r < rows {
-            let four = r + ROWS <= rows;
-            let mut k = 0;
-            while k < blocks {
-                let two = k + 2 <= blocks;
-                match (four, two) {
-                    (true, true) => tile_s1::<ROWS, 2, KW>(p, i0, r, k, out),
-                    (true, false) => tile_s1::<ROWS, 1, KW>(p, i0, r, k, out),
-                    (false, true) => tile_s1::<1, 2, KW>(p, i0, r, k, out),
-                    (false, false) => tile_s1::<1, 1, KW>(p, i0, r, k, out),
                 }
                 k += if two { 2 } else { 1 };
             }
