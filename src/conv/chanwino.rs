@@ -73,7 +73,7 @@ pub const MIN_TERMS: usize = 3;
 pub const MIN_PRODUCTS: usize = 18;
 
 /// The points a chunk of 1, 2 or 3 kernel columns feeds, in its slot order.
-fn points(taps: usize) -> &'static [usize] {
+pub(crate) fn points(taps: usize) -> &'static [usize] {
     match taps {
         3 => &[0, 1, 2, 3],
         2 => &[0, 1, 3],
@@ -84,15 +84,15 @@ fn points(taps: usize) -> &'static [usize] {
 /// Kernel columns `v₀, v₀ + s, …` (`taps` of them) of one stride phase; its transformed
 /// inputs are slots `slot ..` of a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Chunk {
-    v0: usize,
-    taps: usize,
-    slot: usize,
+pub(crate) struct Chunk {
+    pub(crate) v0: usize,
+    pub(crate) taps: usize,
+    pub(crate) slot: usize,
 }
 
 /// The chunks of `g`'s kernel rows: each phase's columns in runs of three, then the
 /// rest (a run of four as 3 + 1, of five as 3 + 2).
-fn chunks(g: &Conv2dGeometry) -> Vec<Chunk> {
+pub(crate) fn chunks(g: &Conv2dGeometry) -> Vec<Chunk> {
     let s = g.stride[1];
     let mut out = Vec::new();
     let mut slot = 0;
@@ -132,8 +132,14 @@ pub fn longest_point(g: &Conv2dGeometry) -> usize {
 
 /// Whether the row Winograd can run `g` here, and saves products on it.
 pub fn supports(g: &Conv2dGeometry) -> bool {
-    chantile::available()
-        && g.dilation[1] == 1
+    chantile::available() && saves_products(g)
+}
+
+/// Whether kernel rows as 1-D Winograd apply to `g` (column dilation 1, enough terms per
+/// point for the rounding bound) and take fewer products than the direct sum, on any CPU
+/// (also [`super::igwino`]'s condition).
+pub(crate) fn saves_products(g: &Conv2dGeometry) -> bool {
+    g.dilation[1] == 1
         && g.c_in / g.groups * g.k_h >= MIN_TERMS
         && g.c_in / g.groups * g.k_h * g.k_w >= MIN_PRODUCTS
         && products_per_pair(g) < 2 * g.k_w
@@ -329,7 +335,18 @@ fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usiz
             a.layout.fill_row(plane, r0 + r, &mut padded);
             let dst = &mut buf[(c * a.cap + r) * a.row_len..][..a.row_len];
             // SAFETY: AVX-512F is present (`supports`).
-            unsafe { transform_row(&padded, a.layout.wq, a.chunks, g.stride[1], a.ts, dst) };
+            unsafe {
+                transform_row(
+                    &padded,
+                    a.layout.wq,
+                    a.chunks,
+                    g.stride[1],
+                    a.ts,
+                    a.ts,
+                    false,
+                    dst,
+                );
+            };
         }
     }
     // Every tile reads below `rr·s_h·row_len + koff + tp` (rr < rows, koff of a row below
@@ -382,33 +399,42 @@ fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usiz
     BUFS.set([buf, padded, m]);
 }
 
-/// Writes one input row's transformed inputs: for each chunk and each of its points, `ts`
-/// pairs at `dst[slot·ts ..]`, from the padded row's `s` phases of `wq` floats each
-/// (`dᵢ[t]` = element `⌊v₀/s⌋ + i + 2t` of phase `v₀ mod s`; even and odd elements split
-/// by two permutes per 16 pairs).
+/// Writes one input row's transformed inputs: for each chunk and each of its points,
+/// `pairs` pairs at `dst[slot·slot_stride ..]`, from the padded row's `s` phases of `wq`
+/// floats each (`dᵢ[t]` = element `⌊v₀/s⌋ + i + 2t` of phase `v₀ mod s`; even and odd
+/// elements split by two permutes per 16 pairs). With `halve`, the inputs of a
+/// three-column chunk's points 1 and 2 are halved (exact) instead of their weights.
 ///
 /// # Safety
-/// AVX-512F must be present.
+/// AVX-512F must be present; each chunk's phase must hold `⌊v₀/s⌋ + 2·⌈pairs/16⌉·16 + 2`
+/// floats at `padded[(v₀ mod s)·wq ..]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transform_row(
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn transform_row(
     padded: &[f32],
     wq: usize,
     chunks: &[Chunk],
     s: usize,
-    ts: usize,
+    pairs: usize,
+    slot_stride: usize,
+    halve: bool,
     dst: &mut [f32],
 ) {
     use std::arch::x86_64::*;
-    assert_eq!(ts % 16, 0);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let half = _mm512_set1_ps(if halve { 0.5 } else { 1.0 });
+    let whole = pairs.next_multiple_of(16);
     for ch in chunks {
-        let src = &padded[(ch.v0 % s) * wq + ch.v0 / s..][..2 * ts + 2];
-        let out = &mut dst[ch.slot * ts..][..points(ch.taps).len() * ts];
-        for t0 in (0..ts).step_by(16) {
+        let src = &padded[(ch.v0 % s) * wq + ch.v0 / s..][..2 * whole + 2];
+        let n = points(ch.taps).len();
+        let out = &mut dst[ch.slot * slot_stride..][..(n - 1) * slot_stride + pairs];
+        for t0 in (0..pairs).step_by(16) {
+            let m = ((1u32 << (pairs - t0).min(16)) - 1) as u16;
             // SAFETY: the loads read `src[2·t0 .. 2·t0 + 34]`, inside `src` (t0 + 16 ≤
-            // ts); the stores write `out[j·ts + t0 ..][..16]` for the chunk's points.
+            // whole); the stores write the lanes `m` keeps of `out[j·slot_stride + t0
+            // ..][..16]` (t0 + popcount(m) ≤ pairs) for the chunk's `n` points.
             unsafe {
                 let q = src.as_ptr().add(2 * t0);
                 let (a0, a1) = (_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(16)));
@@ -417,22 +443,23 @@ unsafe fn transform_row(
                 let d1 = _mm512_permutex2var_ps(a0, odd, a1);
                 let d2 = _mm512_permutex2var_ps(b0, even, b1);
                 let o = out.as_mut_ptr().add(t0);
+                let st = |j: usize, v: __m512| _mm512_mask_storeu_ps(o.add(j * slot_stride), m, v);
                 match ch.taps {
                     1 => {
-                        _mm512_storeu_ps(o, d0);
-                        _mm512_storeu_ps(o.add(ts), d1);
+                        st(0, d0);
+                        st(1, d1);
                     }
                     2 => {
-                        _mm512_storeu_ps(o, _mm512_sub_ps(d0, d1));
-                        _mm512_storeu_ps(o.add(ts), d1);
-                        _mm512_storeu_ps(o.add(2 * ts), _mm512_sub_ps(d1, d2));
+                        st(0, _mm512_sub_ps(d0, d1));
+                        st(1, d1);
+                        st(2, _mm512_sub_ps(d1, d2));
                     }
                     _ => {
                         let d3 = _mm512_permutex2var_ps(b0, odd, b1);
-                        _mm512_storeu_ps(o, _mm512_sub_ps(d0, d2));
-                        _mm512_storeu_ps(o.add(ts), _mm512_add_ps(d1, d2));
-                        _mm512_storeu_ps(o.add(2 * ts), _mm512_sub_ps(d2, d1));
-                        _mm512_storeu_ps(o.add(3 * ts), _mm512_sub_ps(d1, d3));
+                        st(0, _mm512_sub_ps(d0, d2));
+                        st(1, _mm512_mul_ps(_mm512_add_ps(d1, d2), half));
+                        st(2, _mm512_mul_ps(_mm512_sub_ps(d2, d1), half));
+                        st(3, _mm512_sub_ps(d1, d3));
                     }
                 }
             }
@@ -441,7 +468,17 @@ unsafe fn transform_row(
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn transform_row(_: &[f32], _: usize, _: &[Chunk], _: usize, _: usize, _: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn transform_row(
+    _: &[f32],
+    _: usize,
+    _: &[Chunk],
+    _: usize,
+    _: usize,
+    _: usize,
+    _: bool,
+    _: &mut [f32],
+) {
     unreachable!("supports() is false off x86-64")
 }
 

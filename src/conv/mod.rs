@@ -8,8 +8,9 @@
 //!   [`separable`] (rank-1 kernels as two 1-D passes), [`gemm`] (pointwise and im2col
 //!   GEMMs), on the instruction-set dispatch of [`isa`] and the row layout of `phase`;
 //!   with AVX-512 also [`igemm`] (the GEMM reading padded planes in place), [`winograd`]
-//!   (3×3 at stride 1) and [`chantile`] (vectors of output channels, for few input
-//!   channels).
+//!   (3×3 at stride 1), [`chantile`] (vectors of output channels, for few input
+//!   channels), [`chanwino`] and [`igwino`] (those two tiles with kernel rows as 1-D
+//!   Winograd).
 //! - [`stack`]: layers applied in order, receptive field, jump and MACs.
 //! - [`presets`]: named kernels (Sobel, Gaussian, …); no algorithm depends on it.
 //! - [`buffers`]: large output buffers reused between requests.
@@ -29,6 +30,7 @@ pub(crate) mod dwsplit;
 pub(crate) mod dwtile;
 pub mod gemm;
 pub mod igemm;
+pub mod igwino;
 pub mod isa;
 pub mod params;
 pub(crate) mod phase;
@@ -130,6 +132,7 @@ pub fn conv2d_with(
         Conv2dAlgo::ChannelTile => chantile::conv2d_chantile(input, weight, bias, geom, cancel),
         Conv2dAlgo::ChannelWinograd => chanwino::conv2d_chanwino(input, weight, bias, geom, cancel),
         Conv2dAlgo::Winograd => winograd::conv2d_winograd(input, weight, bias, geom, cancel),
+        Conv2dAlgo::ImplicitWinograd => igwino::conv2d_igwino(input, weight, bias, geom, cancel),
     }
 }
 

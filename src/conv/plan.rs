@@ -14,6 +14,7 @@
 //! | [`Conv2dAlgo::ChannelWinograd`] | the channel tile over kernel rows as 1-D Winograd F(2, 3): 4 products per output pair for 6 (AVX-512) | transformed input rows, and combining four partial rows per output row |
 //! | [`Conv2dAlgo::GemmIm2col`] | GEMM over column blocks gathered from padded planes | the gather (`K` floats per output pixel) and one padded plane |
 //! | [`Conv2dAlgo::ImplicitGemm`] | the same GEMM reading stride-phase planes in place (AVX-512) | one padded, phase-split copy; lanes past a row's end |
+//! | [`Conv2dAlgo::ImplicitWinograd`] | the implicit GEMM over kernel rows as 1-D Winograd F(2, 3), vectors of output pairs over transformed planes (AVX-512) | transforming the input (`c_in` × slots planes) |
 //! | [`Conv2dAlgo::Winograd`] | F(2×2, 3×3): 16 GEMMs over transformed tiles (3×3, stride 1) | the input, output and weight transforms |
 //!
 //! The model estimates each candidate's time on one core from the layer's shape with the
@@ -53,11 +54,14 @@ pub enum Conv2dAlgo {
     /// The channel tile with kernel rows as 1-D Winograd F(2, 3), AVX-512
     /// ([`super::chanwino`]).
     ChannelWinograd,
+    /// The implicit GEMM with kernel rows as 1-D Winograd F(2, 3), AVX-512
+    /// ([`super::igwino`]).
+    ImplicitWinograd,
 }
 
 impl Conv2dAlgo {
     /// Every algorithm.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Direct,
         Self::Phased,
         Self::Separable,
@@ -67,6 +71,7 @@ impl Conv2dAlgo {
         Self::Winograd,
         Self::ChannelTile,
         Self::ChannelWinograd,
+        Self::ImplicitWinograd,
     ];
 
     /// The name used in reports and `Server-Timing`.
@@ -81,6 +86,7 @@ impl Conv2dAlgo {
             Self::Winograd => "winograd",
             Self::ChannelTile => "channel_tile",
             Self::ChannelWinograd => "channel_winograd",
+            Self::ImplicitWinograd => "implicit_winograd",
         }
     }
 
@@ -95,6 +101,7 @@ impl Conv2dAlgo {
             Self::Winograd => super::winograd::supports(g),
             Self::ChannelTile => super::chantile::available(),
             Self::ChannelWinograd => super::chanwino::supports(g),
+            Self::ImplicitWinograd => super::igwino::supports(g),
         }
     }
 }
@@ -159,6 +166,13 @@ const ROW_WINOGRAD_MARGIN: f64 = 0.85;
 /// Transformed inputs per second and core written by the row Winograd (measured on
 /// ResNet's stem: 584 K floats in 44 µs).
 const ROW_WINOGRAD_TRANSFORM: f64 = 12e9;
+/// The implicit row Winograd's tile, per core: products (lanes × points) per second.
+/// Its 6 × 4 accumulators reach 82 % of the FMA ceiling where the implicit GEMM's reach
+/// 99 % (the points' weights are formed with adds inside the tile): one thread on
+/// ResNet's 512-channel 7×7, 100.7 M lane products in 2.2 ms (46 G/s). Set below that
+/// so that 3×3/2 layers, where it saves 1/6 of the products, stay on the implicit GEMM
+/// (measured 1.31 against 1.23 ms at 128 channels on 56×56).
+const IGWINO_MACS: f64 = 40e9;
 /// Largest `c_in/groups` for the channel tile (few input channels: stems, first layers).
 const CHANTILE_MAX_CPG: usize = 16;
 /// Largest `c_in/groups · k_h · k_w` for the channel tile: its weight panel (`k` × 64
@@ -260,6 +274,20 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
                 + transformed / ROW_WINOGRAD_TRANSFORM
                 + weights / WINOGRAD_WEIGHTS
         }
+        Conv2dAlgo::ImplicitWinograd => {
+            // Every output channel (panels of MR) × kernel-row point × vector of pairs.
+            let rows = opg as f64 / opg.next_multiple_of(super::igwino::MR) as f64;
+            let lane_macs = n
+                * g.c_out as f64
+                * (cpg * g.k_h * super::chanwino::products_per_pair(g)) as f64
+                * (16 * super::igwino::vector_count(g)) as f64;
+            let transformed = n * super::igwino::planes_floats(g) as f64;
+            let outputs = n * g.c_out as f64 * pixels;
+            lane_macs / (IGWINO_MACS * rows)
+                + transformed / ROW_WINOGRAD_TRANSFORM
+                + n * padded / PAD
+                + outputs / IGEMM_STORE
+        }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
                 .into_iter()
@@ -289,7 +317,9 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
 ///   ([`CHANTILE_MAX_CPG`], [`CHANTILE_MAX_K`]); the row Winograd likewise, its panel
 ///   being one point's weights (AlexNet's 11×11/4 stem: 132 vectors, where the channel
 ///   tile's 363 are not near L1), and only where the model has it clearly ahead of the
-///   channel tile it is a variant of ([`ROW_WINOGRAD_MARGIN`]).
+///   channel tile it is a variant of ([`ROW_WINOGRAD_MARGIN`]);
+/// - the implicit GEMM over kernel rows as 1-D Winograd only where one image's transformed
+///   planes, its workspace, fit [`super::igwino::MAX_PLANES_BYTES`].
 fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
@@ -305,6 +335,9 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
                     (Some(rows), Some(tile)) => rows < ROW_WINOGRAD_MARGIN * tile,
                     _ => false,
                 }
+        }
+        Conv2dAlgo::ImplicitWinograd => {
+            super::igwino::planes_floats(g).saturating_mul(4) <= super::igwino::MAX_PLANES_BYTES
         }
         _ => true,
     }
@@ -345,6 +378,11 @@ pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
         Conv2dAlgo::ChannelWinograd => format!(
             "{} input channel(s) per group and {opg} output channels: vectors of 16 output channels, kernel rows as 1-D Winograd F(2,3), {} products per output pair and kernel row instead of {}",
             g.c_in / g.groups,
+            super::chanwino::products_per_pair(g),
+            2 * g.k_w
+        ),
+        Conv2dAlgo::ImplicitWinograd => format!(
+            "{opg} output channels per group share each vector of 16 output pairs; kernel rows as 1-D Winograd F(2,3), {} products per output pair and kernel row instead of {}",
             super::chanwino::products_per_pair(g),
             2 * g.k_w
         ),
@@ -462,6 +500,21 @@ mod tests {
         } else {
             gemm
         };
+        // Deep layers on small planes, 5×5 and dilated 3×3: the implicit GEMM over
+        // kernel rows as 1-D Winograd.
+        let deep = if ImplicitWinograd.supports(&geom([1, 16, 8, 8], [16, 16, 3, 3], 1, 1, 1)) {
+            ImplicitWinograd
+        } else {
+            gemm
+        };
+        let dilated = |input, weight, d: usize| {
+            let p = Conv2dParams {
+                padding: Padding::Explicit([d; 4]),
+                dilation: [d; 2],
+                ..Default::default()
+            };
+            Conv2dGeometry::new(input, weight, None, &p).unwrap()
+        };
         let cases = [
             // image filters: one output per group on wide rows
             (geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1), Direct),
@@ -472,8 +525,16 @@ mod tests {
             (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), rows),
             (geom([1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1), rows),
             (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), winograd),
-            (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), gemm),
+            (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), deep),
+            (geom([1, 256, 14, 14], [256, 256, 3, 3], 1, 1, 1), deep),
+            (geom([1, 96, 27, 27], [256, 48, 5, 5], 1, 2, 2), deep),
+            (dilated([1, 128, 32, 32], [128, 128, 3, 3], 4), deep),
+            (dilated([1, 256, 28, 28], [256, 256, 3, 3], 2), deep),
+            // 3×3/2: 15 products per pair for 18 do not pay the transforms
             (geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1), gemm),
+            (geom([1, 64, 56, 56], [128, 64, 3, 3], 2, 1, 1), gemm),
+            // U-Net's 224×224 planes: Winograd (and past the row Winograd's workspace)
+            (geom([1, 32, 224, 224], [32, 32, 3, 3], 1, 1, 1), winograd),
             (
                 geom([1, 64, 56, 56], [256, 64, 1, 1], 1, 0, 1),
                 GemmPointwise,

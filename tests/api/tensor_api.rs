@@ -387,12 +387,18 @@ async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timin
     let app = spawn_app().await;
     // (input, weight, params, algorithm): one per class of layer. Where the CPU has
     // AVX-512, stems and first layers on RGB run vectors of output channels (with their
-    // kernel rows as 1-D Winograd for long rows), and deeper strided layers a GEMM reading
-    // the padded planes in place; elsewhere all gather im2col blocks.
-    let (gemm, stem, rows) = if convd::conv::igemm::available() {
-        ("implicit_gemm", "channel_tile", "channel_winograd")
+    // kernel rows as 1-D Winograd for long rows), deeper strided layers a GEMM reading
+    // the padded planes in place, and deep 3×3 on small planes that GEMM over vectors of
+    // output pairs with kernel rows as 1-D Winograd; elsewhere all gather im2col blocks.
+    let (gemm, stem, rows, deep) = if convd::conv::igemm::available() {
+        (
+            "implicit_gemm",
+            "channel_tile",
+            "channel_winograd",
+            "implicit_winograd",
+        )
     } else {
-        ("gemm_im2col", "gemm_im2col", "gemm_im2col")
+        ("gemm_im2col", "gemm_im2col", "gemm_im2col", "gemm_im2col")
     };
     let cases = [
         ([1, 64, 12, 12], [32, 64, 1, 1], json!({}), "gemm_pointwise"),
@@ -408,6 +414,12 @@ async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timin
             [16, 32, 3, 3],
             json!({"stride": 2, "padding": 1}),
             gemm,
+        ),
+        (
+            [1, 128, 7, 7],
+            [128, 128, 3, 3],
+            json!({"padding": 1}),
+            deep,
         ),
         (
             [1, 8, 20, 20],

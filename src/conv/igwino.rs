@@ -1,0 +1,663 @@
+//! The implicit GEMM ([`super::igemm`]) with its kernel rows run as 1-D Winograd F(2, 3):
+//! deep layers with 3- to 7-column kernels in 2/3 to 3/4 of the multiply-adds.
+//!
+//! **Why.** The implicit GEMM issues its FMAs at the core's ceiling, and so does ONNX
+//! Runtime on its fast runs: only fewer multiply-adds can be faster. Along a kernel row,
+//! the output pair `(2t, 2t + 1)` reads overlapping inputs, and the chunks and points of
+//! [`super::chanwino`] compute both from fewer products: a three-column chunk takes 4
+//! products for 6, a two-column one 3 for 4, a single column 2 for 2. A 3×3 layer takes 12
+//! per pair, input channel and output channel instead of 18; a 3×3/2 layer 15 for 18
+//! (phases of 2 and 1 columns); a 5×5 21 for 30.
+//!
+//! **Planes.** For one image, each input channel's padded rows are split by row phase
+//! (`r mod s_h`, as the implicit GEMM does) and transformed
+//! ([`chanwino::transform_row`]) into one plane per slot (chunk × point): `out_h + reach`
+//! rows of exactly `⌈out_w/2⌉` pairs. Pair `t` of output row `i` is then position `q = i ·
+//! ⌈out_w/2⌉ + t` of every plane, shifted by one offset per (channel, kernel row, chunk),
+//! at any row stride and dilation, with no lane wasted at a row's end: the vectors are 16
+//! consecutive `q` (the last one masked), whatever the width. A 7×7 plane takes 2 vectors
+//! of pairs per kernel-row point where the implicit GEMM takes 4 vectors per tap.
+//!
+//! **The tile** is [`MR`] output channels × the 4 points' sums `M₀ … M₃` over one vector
+//! of 16 pairs (16 accumulators, `M₁` started at the bias, which thus enters both
+//! outputs). Per (channel, kernel row, chunk) it loads the chunk's transformed vectors
+//! and broadcasts each output channel's 1–3 weights in place, forming the points'
+//! weights with adds (`g₀ + g₂ ± g₁`, on Zen 4's add pipes beside the FMAs): no weight
+//! transform, no packing, so a request's weights cost nothing before the first FMA. The
+//! halving of points 1 and 2 is in the input transform (exact). At the end it combines
+//! `y₀ = M₀ + M₁ + M₂`, `y₁ = M₁ − M₂ − M₃`, interleaves them into 32 outputs, and stores
+//! them (compressed past `out_w` when `out_w` is odd).
+//!
+//! **Exactness.** As [`super::chanwino`]: an output over zeros is exactly zero, on small
+//! integers every step is exact, and elsewhere the property test checks the fixtures'
+//! bound from [`chanwino::MIN_PRODUCTS`] products per output on.
+//!
+//! Tasks are output-channel panels × vector ranges, split by panels first when a group's
+//! weights exceed L2 (each thread then streams its own weights once). Workspace: one
+//! image's transformed planes (`c_in · slots · s_h · (out_h + reach) · ⌈out_w/2⌉` floats,
+//! [`planes_floats`]); the plan keeps it at most [`MAX_PLANES_BYTES`].
+//!
+//! Only for CPUs with AVX-512F, column dilation 1 ([`supports`]). One of the crate's
+//! `unsafe` sites: raw-pointer loads and stores whose bounds are checked once per layer.
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+
+use ndarray::{Array4, ArrayView1, ArrayView4};
+use rayon::prelude::*;
+
+use super::chanwino::{self, Chunk};
+use super::igemm::OutPtr;
+use super::params::Conv2dGeometry;
+use super::phase::PhaseLayout;
+use super::{CancelToken, Cancelled};
+
+/// Output channels per register tile (× 4 points = 16 accumulators).
+pub(crate) const MR: usize = 6;
+/// Weight bytes per task above which output channels run in the outer loop.
+const A_RESIDENT: usize = 256 << 10;
+/// Tasks per thread to aim for.
+const TASKS_PER_THREAD: usize = 4;
+/// Smallest task worth scheduling, in multiply-adds of the direct sum.
+const MIN_TASK_MACS: usize = 1 << 18;
+/// Largest transformed image the plan gives this algorithm (its workspace).
+pub const MAX_PLANES_BYTES: usize = 8 << 20;
+
+/// Whether this algorithm can run `g` here, and saves products on it: column dilation 1,
+/// or any column dilation at column stride 1 (in column phases).
+pub fn supports(g: &Conv2dGeometry) -> bool {
+    super::igemm::available()
+        && (g.dilation[1] == 1 || g.stride[1] == 1)
+        && chanwino::saves_products(&undilated(g))
+        && Planes::checked(g).is_some()
+}
+
+/// Column phases: a layer dilated by `d_w` along rows (at column stride 1) is `d_w`
+/// undilated ones, output columns `b, b + d_w, …` of phase `b` reading padded columns
+/// `b, b + d_w, …`.
+fn column_phases(g: &Conv2dGeometry) -> usize {
+    g.dilation[1]
+}
+
+/// `g` with its column dilation taken out: what one column phase computes.
+fn undilated(g: &Conv2dGeometry) -> Conv2dGeometry {
+    let mut u = *g;
+    u.dilation[1] = 1;
+    u
+}
+
+/// Pairs per output row of a column phase: `⌈⌈out_w / d_w⌉ / 2⌉`.
+fn pairs(g: &Conv2dGeometry) -> usize {
+    g.out_w.div_ceil(column_phases(g)).div_ceil(2)
+}
+
+/// Vectors of 16 output pairs that cover one output plane: in each column phase, those
+/// up to its last output (a phase one column short of the widest has no outputs in its
+/// rows' last pair, and a phase past `out_w` none at all).
+pub fn vector_count(g: &Conv2dGeometry) -> usize {
+    let (tp, cp) = (pairs(g), column_phases(g));
+    (0..cp.min(g.out_w))
+        .map(|b| {
+            let kept = (g.out_w - b).div_ceil(cp).div_ceil(2);
+            ((g.out_h - 1) * tp + kept - 1) / 16 + 1
+        })
+        .sum()
+}
+
+/// Floats of one image's transformed planes (the workspace); `usize::MAX` where a
+/// group's planes would not be addressable with `u32` offsets (the plan never gives it
+/// such a layer, and [`supports`] is false).
+pub fn planes_floats(g: &Conv2dGeometry) -> usize {
+    Planes::checked(g).map_or(usize::MAX, |p| p.chan_len * g.c_in)
+}
+
+/// The sizes of one image's transformed planes.
+struct Planes {
+    /// Pairs per row.
+    tp: usize,
+    /// Rows per row phase: `out_h + reach`.
+    rows: usize,
+    /// Floats of one column phase's block of one slot (`s_h` row phases).
+    block: usize,
+    /// Floats between one slot's planes and the next (`d_w` blocks).
+    ss: usize,
+    /// Floats per input channel: `slots · ss`.
+    chan_len: usize,
+}
+
+impl Planes {
+    /// The sizes, or None if one group's planes (and the 16 floats of slack past them)
+    /// would not be addressable with `u32` offsets.
+    fn checked(g: &Conv2dGeometry) -> Option<Self> {
+        let tp = pairs(g);
+        let rows = g.out_h + (g.k_h - 1) * g.dilation[0] / g.stride[0];
+        let block = g.stride[0].checked_mul(rows)?.checked_mul(tp)?;
+        let ss = column_phases(g).checked_mul(block)?;
+        let chan_len = chanwino::products_per_pair(g).checked_mul(ss)?;
+        let group = (g.c_in / g.groups).checked_mul(chan_len)?.checked_add(16)?;
+        (u32::try_from(group).is_ok() && g.c_in.checked_mul(chan_len).is_some()).then_some(Self {
+            tp,
+            rows,
+            block,
+            ss,
+            chan_len,
+        })
+    }
+
+    fn new(g: &Conv2dGeometry) -> Self {
+        Self::checked(g).expect("supported layers have addressable planes")
+    }
+}
+
+/// One (input channel, kernel row, chunk) of the sum.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Offset of the chunk's first slot plane (at output row 0) in a group's planes.
+    koff: u32,
+    /// Offset of the chunk's first weight in an output channel's row of weights.
+    woff: u32,
+}
+
+/// The entries of `g`'s sum by chunk width (3, 2 and 1 columns), and the farthest float
+/// past a vector's start that any of them reads (its last slot's 16 lanes).
+fn entries(g: &Conv2dGeometry, p: &Planes, chunks: &[Chunk]) -> ([Vec<Entry>; 3], usize) {
+    let u32_of = |x: usize| u32::try_from(x).expect("plane offsets fit u32");
+    let slots = chanwino::products_per_pair(g);
+    let (sh, dh) = (g.stride[0], g.dilation[0]);
+    let mut by_taps: [Vec<Entry>; 3] = Default::default();
+    let mut reach = 0;
+    for c in 0..g.c_in / g.groups {
+        for u in 0..g.k_h {
+            let row = (u * dh % sh) * p.rows * p.tp + (u * dh / sh) * p.tp;
+            for ch in chunks {
+                let koff = (c * slots + ch.slot) * p.ss + row;
+                let last = koff + (chanwino::points(ch.taps).len() - 1) * p.ss + 16;
+                reach = reach.max(last);
+                by_taps[3 - ch.taps].push(Entry {
+                    koff: u32_of(koff),
+                    woff: u32_of((c * g.k_h + u) * g.k_w + ch.v0),
+                });
+            }
+        }
+    }
+    (by_taps, reach)
+}
+
+/// One vector: 16 pairs from position `src`, stored as two halves of 16 outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Vector {
+    src: u32,
+    /// Per half: output index of the first kept lane, and the lanes kept (a mask that is
+    /// not a prefix is compressed into consecutive outputs). With column phases, the
+    /// kept lanes are scattered instead (`Cut::scatter`), and the index is unused.
+    halves: [(u32, u16); 2],
+}
+
+/// The vectors over `g`'s output plane, and with column phases each one's output
+/// indices (lanes `0 .. 16` the first half, `16 .. 32` the second).
+struct Cut {
+    list: Vec<Vector>,
+    scatter: Vec<[i32; 32]>,
+}
+
+/// The vectors over `g`'s output plane: per column phase `b`, 16 pairs at a time over
+/// `out_h` rows of `tp` pairs (from `b · block` in the planes); pair `t` of row `i` holds
+/// the phase's output columns `2t` and `2t + 1`, that is `b + d_w·2t` and `b + d_w·(2t +
+/// 1)` of the row, each kept if inside it.
+///
+/// # Panics
+/// If (a bug) the kept lanes do not cover every output exactly once.
+fn vectors(g: &Conv2dGeometry, block: usize) -> Cut {
+    let (tp, cp) = (pairs(g), column_phases(g));
+    let np = g.out_h * tp;
+    let u32_of = |x: usize| u32::try_from(x).expect("offsets fit u32");
+    let i32_of = |x: usize| i32::try_from(x).expect("output offsets fit i32");
+    let mut cut = Cut {
+        list: Vec::new(),
+        scatter: Vec::new(),
+    };
+    let mut seen = vec![false; g.out_h * g.out_w];
+    for b in 0..cp {
+        for q0 in (0..np).step_by(16) {
+            let mut halves = [(0u32, 0u16); 2];
+            let mut idx = [0i32; 32];
+            for (h, half) in halves.iter_mut().enumerate() {
+                for l in 0..16 {
+                    let z = 2 * q0 + 16 * h + l;
+                    let (row, m) = (z / (2 * tp), z % (2 * tp));
+                    let col = b + cp * m;
+                    if z / 2 >= np || col >= g.out_w {
+                        continue;
+                    }
+                    let at = row * g.out_w + col;
+                    assert!(!seen[at], "an output in two lanes");
+                    seen[at] = true;
+                    if half.1 == 0 {
+                        half.0 = u32_of(at);
+                    }
+                    half.1 |= 1 << l;
+                    idx[16 * h + l] = i32_of(at);
+                }
+            }
+            if halves[0].1 | halves[1].1 == 0 {
+                continue;
+            }
+            if cp == 1 {
+                // Consecutive lanes are consecutive outputs: a half is stored whole
+                // (compressed past `out_w`) from its first kept lane.
+                for (h, &(dst, m)) in halves.iter().enumerate() {
+                    let kept: Vec<i32> = (0..16)
+                        .filter(|l| m >> l & 1 == 1)
+                        .map(|l| idx[16 * h + l])
+                        .collect();
+                    assert!(kept.iter().zip(dst..).all(|(&k, d)| k as u32 == d));
+                }
+            } else {
+                cut.scatter.push(idx);
+            }
+            cut.list.push(Vector {
+                src: u32_of(b * block + q0),
+                halves,
+            });
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "every output in a lane");
+    debug_assert_eq!(cut.list.len(), vector_count(g));
+    cut
+}
+
+thread_local! {
+    /// Per-thread padded row for the transforms.
+    static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
+/// plus `bias [c_out]` into `[n, c_out, out_h, out_w]`, on the current rayon pool.
+///
+/// # Errors
+/// [`Cancelled`] if `cancel` fires; it is checked before every image and task.
+///
+/// # Panics
+/// If `g` is not [supported](supports) or the shapes disagree with it.
+pub fn conv2d_igwino(
+    input: ArrayView4<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geom: &Conv2dGeometry,
+    cancel: &CancelToken,
+) -> Result<Array4<f32>, Cancelled> {
+    assert!(
+        supports(geom),
+        "the implicit row Winograd cannot run {geom:?}"
+    );
+    assert_eq!(input.shape(), geom.input_shape().as_slice());
+    assert_eq!(weight.shape(), geom.weight_shape().as_slice());
+    let g = *geom;
+    let x = input.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    let wt = weight.as_standard_layout();
+    let wt = wt.as_slice().expect("standard layout");
+    let bias = bias.map_or_else(|| vec![0.0; g.c_out], |b| b.to_vec());
+    let (cpg, opg) = (g.c_in / g.groups, g.c_out / g.groups);
+    let p_len = g.out_h * g.out_w;
+
+    let planes = Planes::new(&g);
+    let chunks = chanwino::chunks(&g);
+    let (by_taps, reach) = entries(&g, &planes, &chunks);
+    let cut = vectors(&g, planes.block);
+    let list = &cut.list;
+    let panels = opg.div_ceil(MR);
+    let group_len = cpg * planes.chan_len;
+    let tasks = plan_tasks(&g, list.len(), panels, group_len);
+    // Padded rows in `s_w` phases (or `d_w` column phases); the transform reads
+    // `2·⌈tp/16⌉·16 + 2` floats of a phase from a chunk's first column.
+    let first_col = chunks.iter().map(|c| c.v0 / g.stride[1]).max().unwrap_or(0);
+    let mut phased = g;
+    phased.stride[1] = g.stride[1].max(column_phases(&g));
+    let layout = PhaseLayout::new(&phased, first_col + 2 * planes.tp.next_multiple_of(16) + 2);
+    // Every vector of a group reads below its start + `reach` (the last one 16 lanes from
+    // a position < out_h·tp): the slack covers the lanes past the last plane.
+    let last_src = list.last().map_or(0, |v| v.src as usize);
+    assert!(last_src + reach <= group_len + 16);
+
+    let mut buf = super::buffers::take(g.c_in * planes.chan_len + 16);
+    buf.resize(g.c_in * planes.chan_len + 16, 0.0);
+    let len = g.n * g.c_out * p_len;
+    let mut out = super::buffers::take(len);
+    let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    let mut images = || -> Result<(), Cancelled> {
+        for img in 0..g.n {
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            let xi = &x[img * g.c_in * g.h * g.w..][..g.c_in * g.h * g.w];
+            buf[..g.c_in * planes.chan_len]
+                .par_chunks_mut(planes.chan_len)
+                .zip(xi.par_chunks(g.h * g.w))
+                .for_each(|(dst, src)| transform_channel(&g, &planes, &layout, &chunks, src, dst));
+            let all = &buf[..];
+            tasks.par_iter().try_for_each(|t| {
+                if cancel.is_cancelled() {
+                    return Err(Cancelled);
+                }
+                let run = |panel: usize, at: usize| {
+                    let v = &list[at];
+                    let (o_first, o0) = (t.group * opg, panel * MR);
+                    let rows = (opg - o0).min(MR);
+                    let k = cpg * g.k_h * g.k_w;
+                    let out_img = base.at((img * g.c_out + o_first + o0) * p_len);
+                    let src = &all[t.group * group_len + v.src as usize..];
+                    // SAFETY: AVX-512F is present (`supports`). Every load is below
+                    // `v.src + reach` of the group's planes, inside `all` (asserted
+                    // above, with the slack); the weights of rows `o0 .. o0 + rows` are
+                    // whole rows of `k`, and each entry reads columns `woff + i·s_w`
+                    // inside its kernel row; the stores go to rows `o0 .. o0 + rows` of
+                    // this image and group at the outputs the vector keeps, which tile
+                    // the plane (`vectors`), and tasks own disjoint (panel, vector) pairs.
+                    unsafe {
+                        tile(&TileArgs {
+                            w: &wt[(o_first + o0) * k..(o_first + o0 + rows) * k],
+                            k,
+                            bias: &bias[o_first + o0..o_first + o0 + rows],
+                            by_taps: &by_taps,
+                            s: g.stride[1],
+                            ss: planes.ss,
+                            src: src.as_ptr(),
+                            halves: v.halves,
+                            scatter: cut.scatter.get(at),
+                            out: out_img.0,
+                            ldo: p_len,
+                        });
+                    }
+                };
+                if t.a_outer {
+                    for panel in t.panels.clone() {
+                        t.vectors.clone().for_each(|at| run(panel, at));
+                    }
+                } else {
+                    for at in t.vectors.clone() {
+                        t.panels.clone().for_each(|panel| run(panel, at));
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    };
+    let done = images();
+    super::buffers::give(buf);
+    done?;
+    // SAFETY: every (image, group, panel, vector) was run by exactly one task (the tasks
+    // partition groups × panels × vectors, and every image ran them all without error),
+    // and each run wrote its rows at every output its vector keeps; the vectors tile the
+    // plane, so all `len` elements are initialised.
+    unsafe { out.set_len(len) };
+    Ok(Array4::from_shape_vec(g.output_shape(), out).expect("shape"))
+}
+
+/// Transforms one input channel (`src`, `[h, w]`) into its planes (`dst`, `chan_len`
+/// floats): slot `σ`, column phase `b`, row phase `a`, row `t` at `σ·ss + b·block +
+/// (a·rows + t)·tp`, from padded row `t·s_h + a` (zeros past the padded rows).
+fn transform_channel(
+    g: &Conv2dGeometry,
+    p: &Planes,
+    layout: &PhaseLayout,
+    chunks: &[Chunk],
+    src: &[f32],
+    dst: &mut [f32],
+) {
+    let hp = g.h + g.padding[0] + g.padding[1];
+    let (slots, cp) = (chanwino::products_per_pair(g), column_phases(g));
+    PADDED.with_borrow_mut(|padded| {
+        padded.resize(layout.row_len(), 0.0);
+        for a in 0..g.stride[0] {
+            for t in 0..p.rows {
+                let r = t * g.stride[0] + a;
+                let at = (a * p.rows + t) * p.tp;
+                if r >= hp {
+                    for s in 0..slots {
+                        for b in 0..cp {
+                            dst[s * p.ss + b * p.block + at..][..p.tp].fill(0.0);
+                        }
+                    }
+                    continue;
+                }
+                layout.fill_row(src, r, padded);
+                // Column phase `b` is phase `b` of the layout, an undilated row at
+                // column stride 1; without column phases, the row's `s_w` stride phases.
+                let (s, wq) = (g.stride[1], layout.wq);
+                for b in 0..cp {
+                    // SAFETY: AVX-512F is present (`supports`); the layout holds
+                    // `first_col + 2·⌈tp/16⌉·16 + 2` floats per phase.
+                    unsafe {
+                        chanwino::transform_row(
+                            &padded[b * wq..],
+                            wq,
+                            chunks,
+                            s,
+                            p.tp,
+                            p.ss,
+                            true,
+                            &mut dst[b * p.block + at..],
+                        );
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// One task: a group's panels × vectors, and its loop order.
+struct Task {
+    group: usize,
+    panels: std::ops::Range<usize>,
+    vectors: std::ops::Range<usize>,
+    /// Output channels in the outer loop (the task's weights exceed L2).
+    a_outer: bool,
+}
+
+/// Splits every group's `panels × vectors` into at least `TASKS_PER_THREAD` tasks per
+/// thread (never below `MIN_TASK_MACS` each), along the operand that is larger: every
+/// task reads all of the other one. Where a group's weights outweigh its planes (deep
+/// layers on small planes) by panels first, so each task streams its own weights once;
+/// else by vectors first, so each task reads its own rows of the planes (a dilated 3×3
+/// on 32×32 at 128 channels: 1.3 MiB of planes against 0.6 MiB of weights).
+fn plan_tasks(g: &Conv2dGeometry, vectors: usize, panels: usize, group_len: usize) -> Vec<Task> {
+    let k = g.c_in / g.groups * g.k_h * g.k_w;
+    let want = TASKS_PER_THREAD * rayon::current_num_threads();
+    let max_parts = (panels * vectors * MR * 32 * k / MIN_TASK_MACS).max(1);
+    let per_group = want.div_ceil(g.groups).min(max_parts);
+    let by_panels = g.c_out / g.groups * k > group_len;
+    let (panel_parts, vector_parts) = if by_panels {
+        let p = per_group.min(panels);
+        (p, per_group.div_ceil(p).min(vectors))
+    } else {
+        let v = per_group.min(vectors);
+        (per_group.div_ceil(v).min(panels), v)
+    };
+    // `parts` ranges whose lengths differ by at most one.
+    let ranges =
+        |len: usize, parts: usize| (0..parts).map(move |i| i * len / parts..(i + 1) * len / parts);
+    let mut tasks = Vec::new();
+    for group in 0..g.groups {
+        for p in ranges(panels, panel_parts) {
+            let a_outer = p.len() * MR * k * 4 > A_RESIDENT;
+            for v in ranges(vectors, vector_parts) {
+                tasks.push(Task {
+                    group,
+                    panels: p.clone(),
+                    vectors: v,
+                    a_outer,
+                });
+            }
+        }
+    }
+    tasks
+}
+
+/// The operands of one [`tile`] call.
+struct TileArgs<'a> {
+    /// `rows = bias.len()` (≤ [`MR`]) rows of `k` weights.
+    w: &'a [f32],
+    k: usize,
+    bias: &'a [f32],
+    /// The entries of 3-, 2- and 1-column chunks.
+    by_taps: &'a [Vec<Entry>; 3],
+    /// Column stride: a chunk's weights are `woff`, `woff + s`, `woff + 2s`.
+    s: usize,
+    /// Floats between a chunk's slot planes.
+    ss: usize,
+    /// The group's planes at the vector's first position.
+    src: *const f32,
+    halves: [(u32, u16); 2],
+    /// The kept lanes' output indices, where they are scattered (column phases).
+    scatter: Option<&'a [i32; 32]>,
+    /// Row 0's output plane; row `r` at `out + r·ldo`.
+    out: *mut f32,
+    ldo: usize,
+}
+
+/// One register tile: rows `0 .. rows` of the output at the 32 outputs of one vector of
+/// pairs.
+///
+/// # Safety
+/// AVX-512F must be present; every `src + koff + j·ss + lane` (16 lanes, `j` below the
+/// chunk's points) must be readable, and `out + r·ldo + dst ..[..popcount(mask)]`
+/// writable for each row and half.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile(t: &TileArgs<'_>) {
+    use std::arch::x86_64::*;
+    let rows = t.bias.len();
+    assert!((1..=MR).contains(&rows) && t.w.len() == rows * t.k);
+    let (s, ss) = (t.s, t.ss);
+    // Rows past `rows` repeat the last one (computed, never stored).
+    let wr: [*const f32; MR] = std::array::from_fn(|r| t.w[r.min(rows - 1) * t.k..].as_ptr());
+    let zero = _mm512_setzero_ps();
+    let mut acc: [[__m512; 4]; MR] =
+        std::array::from_fn(|r| [zero, _mm512_set1_ps(t.bias[r.min(rows - 1)]), zero, zero]);
+    // SAFETY (whole body): the caller guarantees the plane loads and output stores are in
+    // bounds; weight reads are at `woff + i·s` < k of a row (the chunk's columns).
+    unsafe {
+        // The weights are broadcast from memory in asm: written as intrinsics, LLVM turns
+        // `g₀ + g₂ ± g₁` of broadcasts into scalar adds and register broadcasts, which
+        // take the vector pipes the FMAs need (Zen 4 adds 512-bit vectors on pipes of
+        // their own). `s4` is the column stride in bytes.
+        let s4 = s * 4;
+        for e in &t.by_taps[0] {
+            let x = t.src.add(e.koff as usize);
+            let d = [
+                _mm512_loadu_ps(x),
+                _mm512_loadu_ps(x.add(ss)),
+                _mm512_loadu_ps(x.add(2 * ss)),
+                _mm512_loadu_ps(x.add(3 * ss)),
+            ];
+            for (r, a) in acc.iter_mut().enumerate() {
+                let p = wr[r].add(e.woff as usize);
+                std::arch::asm!(
+                    "vbroadcastss {w0}, dword ptr [{p}]",
+                    "vfmadd231ps {a0}, {d0}, {w0}",
+                    "vaddps {t}, {w0}, dword ptr [{p} + {s4}*2]{{1to16}}",
+                    "vfmadd231ps {a3}, {d3}, dword ptr [{p} + {s4}*2]{{1to16}}",
+                    "vaddps {w0}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
+                    "vsubps {t}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
+                    "vfmadd231ps {a1}, {d1}, {w0}",
+                    "vfmadd231ps {a2}, {d2}, {t}",
+                    w0 = out(zmm_reg) _,
+                    t = out(zmm_reg) _,
+                    a0 = inout(zmm_reg) a[0],
+                    a1 = inout(zmm_reg) a[1],
+                    a2 = inout(zmm_reg) a[2],
+                    a3 = inout(zmm_reg) a[3],
+                    d0 = in(zmm_reg) d[0],
+                    d1 = in(zmm_reg) d[1],
+                    d2 = in(zmm_reg) d[2],
+                    d3 = in(zmm_reg) d[3],
+                    p = in(reg) p,
+                    s4 = in(reg) s4,
+                    options(pure, readonly, nostack, preserves_flags),
+                );
+            }
+        }
+        for e in &t.by_taps[1] {
+            let x = t.src.add(e.koff as usize);
+            let d = [
+                _mm512_loadu_ps(x),
+                _mm512_loadu_ps(x.add(ss)),
+                _mm512_loadu_ps(x.add(2 * ss)),
+            ];
+            for (r, a) in acc.iter_mut().enumerate() {
+                std::arch::asm!(
+                    "vbroadcastss {w0}, dword ptr [{p}]",
+                    "vfmadd231ps {a0}, {d0}, {w0}",
+                    "vaddps {w0}, {w0}, dword ptr [{p} + {s4}]{{1to16}}",
+                    "vfmadd231ps {a1}, {d1}, {w0}",
+                    "vfmadd231ps {a3}, {d2}, dword ptr [{p} + {s4}]{{1to16}}",
+                    w0 = out(zmm_reg) _,
+                    a0 = inout(zmm_reg) a[0],
+                    a1 = inout(zmm_reg) a[1],
+                    a3 = inout(zmm_reg) a[3],
+                    d0 = in(zmm_reg) d[0],
+                    d1 = in(zmm_reg) d[1],
+                    d2 = in(zmm_reg) d[2],
+                    p = in(reg) wr[r].add(e.woff as usize),
+                    s4 = in(reg) s4,
+                    options(pure, readonly, nostack, preserves_flags),
+                );
+            }
+        }
+        for e in &t.by_taps[2] {
+            let x = t.src.add(e.koff as usize);
+            let d = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(ss))];
+            for (r, a) in acc.iter_mut().enumerate() {
+                std::arch::asm!(
+                    "vfmadd231ps {a0}, {d0}, dword ptr [{p}]{{1to16}}",
+                    "vfnmadd231ps {a3}, {d1}, dword ptr [{p}]{{1to16}}",
+                    a0 = inout(zmm_reg) a[0],
+                    a3 = inout(zmm_reg) a[3],
+                    d0 = in(zmm_reg) d[0],
+                    d1 = in(zmm_reg) d[1],
+                    p = in(reg) wr[r].add(e.woff as usize),
+                    options(pure, readonly, nostack, preserves_flags),
+                );
+            }
+        }
+        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for (r, [m0, m1, m2, m3]) in acc.iter().enumerate().take(rows) {
+            let y0 = _mm512_add_ps(_mm512_add_ps(*m0, *m1), *m2);
+            let y1 = _mm512_sub_ps(_mm512_sub_ps(*m1, *m2), *m3);
+            let parts = [
+                _mm512_permutex2var_ps(y0, lo, y1),
+                _mm512_permutex2var_ps(y0, hi, y1),
+            ];
+            let row = t.out.add(r * t.ldo);
+            if let Some(idx) = t.scatter {
+                for (h, v) in parts.into_iter().enumerate() {
+                    let at = _mm512_loadu_si512(idx[16 * h..].as_ptr().cast());
+                    _mm512_mask_i32scatter_ps::<4>(row, t.halves[h].1, at, v);
+                }
+                continue;
+            }
+            for (&(dst, m), v) in t.halves.iter().zip(parts) {
+                let dst = row.add(dst as usize);
+                if m == 0 {
+                    continue;
+                } else if m & m.wrapping_add(1) == 0 {
+                    _mm512_mask_storeu_ps(dst, m, v);
+                } else {
+                    let kept = _mm512_maskz_compress_ps(m, v);
+                    _mm512_mask_storeu_ps(dst, ((1u32 << m.count_ones()) - 1) as u16, kept);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile(_: &TileArgs<'_>) {
+    unreachable!("supports() is false off x86-64")
+}
+
+#[cfg(test)]
+mod tests;
