@@ -60,6 +60,12 @@ const A_RESIDENT: usize = 256 << 10;
 const TASKS_PER_THREAD: usize = 4;
 /// Smallest task worth scheduling, in multiply-adds of the direct sum.
 const MIN_TASK_MACS: usize = 1 << 18;
+/// Vectors per output plane from which the points' weights are formed once per call,
+/// packed per panel (`[entry][point][MR]`), instead of by adds inside every tile: the
+/// tile then issues only FMAs (one thread, a dilated 3×3 at 128 channels on 32×32, 32
+/// vectors: 2.7 ms → see README), and the pass costs `4/3` of the weights written once,
+/// which on a 7×7 plane (2 vectors, 9.4 MB of weights at 512 channels) outweighs it.
+const PACK_MIN_VECTORS: usize = 8;
 /// Largest transformed image the plan gives this algorithm (its workspace).
 pub const MAX_PLANES_BYTES: usize = 8 << 20;
 
@@ -304,11 +310,14 @@ pub fn conv2d_igwino(
     let planes = Planes::new(&g);
     let chunks = chanwino::chunks(&g);
     let (by_taps, reach) = entries(&g, &planes, &chunks);
+    let k = cpg * g.k_h * g.k_w;
     let cut = vectors(&g, planes.block);
     let list = &cut.list;
     let panels = opg.div_ceil(MR);
     let group_len = cpg * planes.chan_len;
     let tasks = plan_tasks(&g, list.len(), panels, group_len);
+    let packed = (list.len() >= PACK_MIN_VECTORS).then(|| pack(&g, wt, &by_taps, panels));
+    let per_panel = packed.as_ref().map_or(0, |p| p.len() / (g.groups * panels));
     // Padded rows in `s_w` phases (or `d_w` column phases); the transform reads
     // `2·⌈tp/16⌉·16 + 2` floats of a phase from a chunk's first column.
     let first_col = chunks.iter().map(|c| c.v0 / g.stride[1]).max().unwrap_or(0);
@@ -320,8 +329,10 @@ pub fn conv2d_igwino(
     let last_src = list.last().map_or(0, |v| v.src as usize);
     assert!(last_src + reach <= group_len + 16);
 
-    let mut buf = super::buffers::take(g.c_in * planes.chan_len + 16);
-    buf.resize(g.c_in * planes.chan_len + 16, 0.0);
+    // Every image's transforms overwrite all `c_in · chan_len` floats: a cached buffer
+    // is not zeroed again (only the slack, which masked-off lanes read).
+    let mut buf = super::buffers::take_unzeroed(g.c_in * planes.chan_len + 16);
+    buf[g.c_in * planes.chan_len..].fill(0.0);
     let len = g.n * g.c_out * p_len;
     let mut out = super::buffers::take(len);
     let base = OutPtr(out.spare_capacity_mut().as_mut_ptr().cast::<f32>());
@@ -344,7 +355,6 @@ pub fn conv2d_igwino(
                     let v = &list[at];
                     let (o_first, o0) = (t.group * opg, panel * MR);
                     let rows = (opg - o0).min(MR);
-                    let k = cpg * g.k_h * g.k_w;
                     let out_img = base.at((img * g.c_out + o_first + o0) * p_len);
                     let src = &all[t.group * group_len + v.src as usize..];
                     // SAFETY: AVX-512F is present (`supports`). Every load is below
@@ -360,6 +370,9 @@ pub fn conv2d_igwino(
                             k,
                             bias: &bias[o_first + o0..o_first + o0 + rows],
                             by_taps: &by_taps,
+                            packed: packed
+                                .as_ref()
+                                .map(|p| &p[(t.group * panels + panel) * per_panel..][..per_panel]),
                             s: g.stride[1],
                             ss: planes.ss,
                             src: src.as_ptr(),
@@ -386,6 +399,9 @@ pub fn conv2d_igwino(
     };
     let done = images();
     super::buffers::give(buf);
+    if let Some(p) = packed {
+        super::buffers::give(p);
+    }
     done?;
     // SAFETY: every (image, group, panel, vector) was run by exactly one task (the tasks
     // partition groups × panels × vectors, and every image ran them all without error),
@@ -393,6 +409,53 @@ pub fn conv2d_igwino(
     // plane, so all `len` elements are initialised.
     unsafe { out.set_len(len) };
     Ok(Array4::from_shape_vec(g.output_shape(), out).expect("shape"))
+}
+
+/// Points per entry of a chunk of 3, 2 and 1 columns in the packed weights (a single
+/// column's point 3 takes `−g₀`: the tile subtracts with the same weight).
+const PACKED_POINTS: [usize; 3] = [4, 3, 1];
+
+/// The points' weights of every panel, `[group][panel][entry][point][MR]` with the
+/// entries in the tile's order (3-, 2-, then 1-column chunks); rows past a panel's end
+/// repeat its last row. The same sums as the tile forms (`(g₀ + g₂) ± g₁`, `g₀ + g₁`).
+fn pack(g: &Conv2dGeometry, wt: &[f32], by_taps: &[Vec<Entry>; 3], panels: usize) -> Vec<f32> {
+    let (opg, k, s) = (
+        g.c_out / g.groups,
+        g.c_in / g.groups * g.k_h * g.k_w,
+        g.stride[1],
+    );
+    let per_panel: usize = (0..3)
+        .map(|i| by_taps[i].len() * PACKED_POINTS[i] * MR)
+        .sum();
+    // Every element is written below.
+    let mut packed = super::buffers::take_unzeroed(g.groups * panels * per_panel);
+    packed
+        .par_chunks_mut(per_panel)
+        .enumerate()
+        .for_each(|(gp, dst)| {
+            let (grp, o0) = (gp / panels, gp % panels * MR);
+            let rows = (opg - o0).min(MR);
+            let mut at = 0;
+            for (i, list) in by_taps.iter().enumerate() {
+                for e in list {
+                    for r in 0..MR {
+                        let w = &wt[(grp * opg + o0 + r.min(rows - 1)) * k + e.woff as usize..];
+                        let d = &mut dst[at + r..];
+                        match i {
+                            0 => {
+                                let (g0, g1, g2) = (w[0], w[s], w[2 * s]);
+                                let sum = g0 + g2;
+                                (d[0], d[MR], d[2 * MR], d[3 * MR]) = (g0, sum + g1, sum - g1, g2);
+                            }
+                            1 => (d[0], d[MR], d[2 * MR]) = (w[0], w[0] + w[s], w[s]),
+                            _ => d[0] = w[0],
+                        }
+                    }
+                    at += PACKED_POINTS[i] * MR;
+                }
+            }
+        });
+    packed
 }
 
 /// Transforms one input channel (`src`, `[h, w]`) into its planes (`dst`, `chan_len`
@@ -503,6 +566,8 @@ struct TileArgs<'a> {
     bias: &'a [f32],
     /// The entries of 3-, 2- and 1-column chunks.
     by_taps: &'a [Vec<Entry>; 3],
+    /// This panel's points' weights ([`pack`]), or None to form them from `w`.
+    packed: Option<&'a [f32]>,
     /// Column stride: a chunk's weights are `woff`, `woff + s`, `woff + 2s`.
     s: usize,
     /// Floats between a chunk's slot planes.
@@ -544,7 +609,54 @@ unsafe fn tile(t: &TileArgs<'_>) {
         // take the vector pipes the FMAs need (Zen 4 adds 512-bit vectors on pipes of
         // their own). `s4` is the column stride in bytes.
         let s4 = s * 4;
-        for e in &t.by_taps[0] {
+        if let Some(pw) = t.packed {
+            let mut p = pw.as_ptr();
+            let w = |p: *const f32, i: usize| _mm512_set1_ps(*p.add(i));
+            for e in &t.by_taps[0] {
+                let x = t.src.add(e.koff as usize);
+                let d = [
+                    _mm512_loadu_ps(x),
+                    _mm512_loadu_ps(x.add(ss)),
+                    _mm512_loadu_ps(x.add(2 * ss)),
+                    _mm512_loadu_ps(x.add(3 * ss)),
+                ];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    for (j, dj) in d.iter().enumerate() {
+                        a[j] = _mm512_fmadd_ps(w(p, j * MR + r), *dj, a[j]);
+                    }
+                }
+                p = p.add(4 * MR);
+            }
+            for e in &t.by_taps[1] {
+                let x = t.src.add(e.koff as usize);
+                let d = [
+                    _mm512_loadu_ps(x),
+                    _mm512_loadu_ps(x.add(ss)),
+                    _mm512_loadu_ps(x.add(2 * ss)),
+                ];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    a[0] = _mm512_fmadd_ps(w(p, r), d[0], a[0]);
+                    a[1] = _mm512_fmadd_ps(w(p, MR + r), d[1], a[1]);
+                    a[3] = _mm512_fmadd_ps(w(p, 2 * MR + r), d[2], a[3]);
+                }
+                p = p.add(3 * MR);
+            }
+            for e in &t.by_taps[2] {
+                let x = t.src.add(e.koff as usize);
+                let d = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(ss))];
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let g0 = w(p, r);
+                    a[0] = _mm512_fmadd_ps(g0, d[0], a[0]);
+                    a[3] = _mm512_fnmadd_ps(g0, d[1], a[3]);
+                }
+                p = p.add(MR);
+            }
+            debug_assert_eq!(p, pw.as_ptr_range().end);
+        }
+        for e in t.by_taps[0]
+            .iter()
+            .take(if t.packed.is_some() { 0 } else { usize::MAX })
+        {
             let x = t.src.add(e.koff as usize);
             let d = [
                 _mm512_loadu_ps(x),
@@ -579,7 +691,10 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 );
             }
         }
-        for e in &t.by_taps[1] {
+        for e in t.by_taps[1]
+            .iter()
+            .take(if t.packed.is_some() { 0 } else { usize::MAX })
+        {
             let x = t.src.add(e.koff as usize);
             let d = [
                 _mm512_loadu_ps(x),
@@ -606,7 +721,10 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 );
             }
         }
-        for e in &t.by_taps[2] {
+        for e in t.by_taps[2]
+            .iter()
+            .take(if t.packed.is_some() { 0 } else { usize::MAX })
+        {
             let x = t.src.add(e.koff as usize);
             let d = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(ss))];
             for (r, a) in acc.iter_mut().enumerate() {
