@@ -340,7 +340,7 @@ fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usiz
                     &padded,
                     a.layout.wq,
                     a.chunks,
-                    g.stride[1],
+                    (g.stride[1], 1),
                     a.ts,
                     a.ts,
                     false,
@@ -405,9 +405,14 @@ fn run_band(a: &BandArgs<'_>, grp: usize, xg: &[f32], rows: std::ops::Range<usiz
 /// elements split by two permutes per 16 pairs). With `halve`, the inputs of a
 /// three-column chunk's points 1 and 2 are halved (exact) instead of their weights.
 ///
+/// With a column dilation `d > 1` (which needs `s = 1` and `d | 16`), pair `q` is the
+/// outputs `2d·⌊q/d⌋ + q mod d` and that plus `d`, which read the same inputs `d` apart:
+/// `dᵢ[q]` = element `(v₀ + i)·d + 2d·⌊q/d⌋ + q mod d` of the row, 16 pairs from 32
+/// consecutive floats by one permute ("take `d`, skip `d`").
+///
 /// # Safety
-/// AVX-512F must be present; each chunk's phase must hold `⌊v₀/s⌋ + 2·⌈pairs/16⌉·16 + 2`
-/// floats at `padded[(v₀ mod s)·wq ..]`.
+/// AVX-512F must be present; each chunk's phase must hold `⌊v₀/s⌋·d + 2·⌈pairs/16⌉·16 +
+/// reach(d)` floats at `padded[(v₀ mod s)·wq ..]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -415,33 +420,47 @@ pub(crate) unsafe fn transform_row(
     padded: &[f32],
     wq: usize,
     chunks: &[Chunk],
-    s: usize,
+    (s, d): (usize, usize),
     pairs: usize,
     slot_stride: usize,
     halve: bool,
     dst: &mut [f32],
 ) {
     use std::arch::x86_64::*;
+    assert!(d == 1 || (s == 1 && 16 % d == 0));
+    // Lane `l` of a block of 16 pairs reads float `l + ⌊l/d⌋·d` of a 32-float window.
+    let take: [i32; 16] = std::array::from_fn(|l| (l + l / d * d) as i32);
+    let take = _mm512_loadu_si512(take.as_ptr().cast());
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let half = _mm512_set1_ps(if halve { 0.5 } else { 1.0 });
     let whole = pairs.next_multiple_of(16);
     for ch in chunks {
-        let src = &padded[(ch.v0 % s) * wq + ch.v0 / s..][..2 * whole + 2];
+        let src = &padded[(ch.v0 % s) * wq + ch.v0 / s * d..][..2 * whole + reach(d)];
         let n = points(ch.taps).len();
         let out = &mut dst[ch.slot * slot_stride..][..(n - 1) * slot_stride + pairs];
         for t0 in (0..pairs).step_by(16) {
             let m = ((1u32 << (pairs - t0).min(16)) - 1) as u16;
-            // SAFETY: the loads read `src[2·t0 .. 2·t0 + 34]`, inside `src` (t0 + 16 ≤
-            // whole); the stores write the lanes `m` keeps of `out[j·slot_stride + t0
+            // SAFETY: the loads read `src[2·t0 .. 2·t0 + 32 + reach(d)]`, inside `src` (t0
+            // + 16 ≤ whole); the stores write the lanes `m` keeps of `out[j·slot_stride + t0
             // ..][..16]` (t0 + popcount(m) ≤ pairs) for the chunk's `n` points.
             unsafe {
                 let q = src.as_ptr().add(2 * t0);
-                let (a0, a1) = (_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(16)));
+                let at = |i: usize| {
+                    let w = q.add(i * d);
+                    _mm512_permutex2var_ps(_mm512_loadu_ps(w), take, _mm512_loadu_ps(w.add(16)))
+                };
                 let (b0, b1) = (_mm512_loadu_ps(q.add(2)), _mm512_loadu_ps(q.add(18)));
-                let d0 = _mm512_permutex2var_ps(a0, even, a1);
-                let d1 = _mm512_permutex2var_ps(a0, odd, a1);
-                let d2 = _mm512_permutex2var_ps(b0, even, b1);
+                let (d0, d1, d2) = if d == 1 {
+                    let (a0, a1) = (_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(16)));
+                    (
+                        _mm512_permutex2var_ps(a0, even, a1),
+                        _mm512_permutex2var_ps(a0, odd, a1),
+                        _mm512_permutex2var_ps(b0, even, b1),
+                    )
+                } else {
+                    (at(0), at(1), at(2))
+                };
                 let o = out.as_mut_ptr().add(t0);
                 let st = |j: usize, v: __m512| _mm512_mask_storeu_ps(o.add(j * slot_stride), m, v);
                 match ch.taps {
@@ -455,7 +474,11 @@ pub(crate) unsafe fn transform_row(
                         st(2, _mm512_sub_ps(d1, d2));
                     }
                     _ => {
-                        let d3 = _mm512_permutex2var_ps(b0, odd, b1);
+                        let d3 = if d == 1 {
+                            _mm512_permutex2var_ps(b0, odd, b1)
+                        } else {
+                            at(3)
+                        };
                         st(0, _mm512_sub_ps(d0, d2));
                         st(1, _mm512_mul_ps(_mm512_add_ps(d1, d2), half));
                         st(2, _mm512_mul_ps(_mm512_sub_ps(d2, d1), half));
@@ -467,13 +490,23 @@ pub(crate) unsafe fn transform_row(
     }
 }
 
+/// Floats past `2·⌈pairs/16⌉·16` that [`transform_row`] reads of a chunk's phase: two for
+/// `d = 1` (`d₃` of the last pair), else `3d` (its last window of 32 floats).
+pub(crate) fn reach(d: usize) -> usize {
+    if d == 1 {
+        2
+    } else {
+        3 * d
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn transform_row(
     _: &[f32],
     _: usize,
     _: &[Chunk],
-    _: usize,
+    _: (usize, usize),
     _: usize,
     _: usize,
     _: bool,

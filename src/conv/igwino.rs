@@ -69,45 +69,39 @@ const PACK_MIN_VECTORS: usize = 8;
 /// Largest transformed image the plan gives this algorithm (its workspace).
 pub const MAX_PLANES_BYTES: usize = 8 << 20;
 
-/// Whether this algorithm can run `g` here, and saves products on it: column dilation 1,
-/// or any column dilation at column stride 1 (in column phases).
+/// Whether this algorithm can run `g` here, and saves products on it: column dilation 1
+/// at any column stride, or a column dilation dividing 16 at column stride 1.
 pub fn supports(g: &Conv2dGeometry) -> bool {
     super::igemm::available()
-        && (g.dilation[1] == 1 || g.stride[1] == 1)
+        && (g.dilation[1] == 1 || (g.stride[1] == 1 && 16 % g.dilation[1] == 0))
         && chanwino::saves_products(&undilated(g))
         && Planes::checked(g).is_some()
 }
 
-/// Column phases: a layer dilated by `d_w` along rows (at column stride 1) is `d_w`
-/// undilated ones, output columns `b, b + d_w, …` of phase `b` reading padded columns
-/// `b, b + d_w, …`.
-fn column_phases(g: &Conv2dGeometry) -> usize {
-    g.dilation[1]
-}
-
-/// `g` with its column dilation taken out: what one column phase computes.
+/// `g` with its column dilation taken out: the chunks and products of a row.
 fn undilated(g: &Conv2dGeometry) -> Conv2dGeometry {
     let mut u = *g;
     u.dilation[1] = 1;
     u
 }
 
-/// Pairs per output row of a column phase: `⌈⌈out_w / d_w⌉ / 2⌉`.
+/// Pairs per output row: `⌈out_w / 2⌉`, or with a column dilation `d` whole groups of
+/// `d` pairs, `d·⌈out_w / 2d⌉` (pair `q` holds the columns `2d·⌊q/d⌋ + q mod d` and that
+/// plus `d`).
 fn pairs(g: &Conv2dGeometry) -> usize {
-    g.out_w.div_ceil(column_phases(g)).div_ceil(2)
+    let d = g.dilation[1];
+    d * g.out_w.div_ceil(2 * d)
 }
 
-/// Vectors of 16 output pairs that cover one output plane: in each column phase, those
-/// up to its last output (a phase one column short of the widest has no outputs in its
-/// rows' last pair, and a phase past `out_w` none at all).
+/// Vectors of 16 output pairs that cover one output plane: up to the last pair that
+/// holds an output.
 pub fn vector_count(g: &Conv2dGeometry) -> usize {
-    let (tp, cp) = (pairs(g), column_phases(g));
-    (0..cp.min(g.out_w))
-        .map(|b| {
-            let kept = (g.out_w - b).div_ceil(cp).div_ceil(2);
-            ((g.out_h - 1) * tp + kept - 1) / 16 + 1
-        })
-        .sum()
+    let (tp, d) = (pairs(g), g.dilation[1]);
+    // The last pair with an output: column `out_w − 1` is in pair `2d·⌊q/d⌋ + q mod d`
+    // or that plus `d`.
+    let c = g.out_w - 1;
+    let last = c / (2 * d) * d + c % d;
+    ((g.out_h - 1) * tp + last) / 16 + 1
 }
 
 /// Floats of one image's transformed planes (the workspace); `usize::MAX` where a
@@ -123,9 +117,7 @@ struct Planes {
     tp: usize,
     /// Rows per row phase: `out_h + reach`.
     rows: usize,
-    /// Floats of one column phase's block of one slot (`s_h` row phases).
-    block: usize,
-    /// Floats between one slot's planes and the next (`d_w` blocks).
+    /// Floats between one slot's planes and the next (`s_h` row phases).
     ss: usize,
     /// Floats per input channel: `slots · ss`.
     chan_len: usize,
@@ -137,14 +129,12 @@ impl Planes {
     fn checked(g: &Conv2dGeometry) -> Option<Self> {
         let tp = pairs(g);
         let rows = g.out_h + (g.k_h - 1) * g.dilation[0] / g.stride[0];
-        let block = g.stride[0].checked_mul(rows)?.checked_mul(tp)?;
-        let ss = column_phases(g).checked_mul(block)?;
+        let ss = g.stride[0].checked_mul(rows)?.checked_mul(tp)?;
         let chan_len = chanwino::products_per_pair(g).checked_mul(ss)?;
         let group = (g.c_in / g.groups).checked_mul(chan_len)?.checked_add(16)?;
         (u32::try_from(group).is_ok() && g.c_in.checked_mul(chan_len).is_some()).then_some(Self {
             tp,
             rows,
-            block,
             ss,
             chan_len,
         })
@@ -194,87 +184,62 @@ fn entries(g: &Conv2dGeometry, p: &Planes, chunks: &[Chunk]) -> ([Vec<Entry>; 3]
 struct Vector {
     src: u32,
     /// Per half: output index of the first kept lane, and the lanes kept (a mask that is
-    /// not a prefix is compressed into consecutive outputs). With column phases, the
-    /// kept lanes are scattered instead (`Cut::scatter`), and the index is unused.
+    /// not a prefix is compressed into consecutive outputs).
     halves: [(u32, u16); 2],
 }
 
-/// The vectors over `g`'s output plane, and with column phases each one's output
-/// indices (lanes `0 .. 16` the first half, `16 .. 32` the second).
-struct Cut {
-    list: Vec<Vector>,
-    scatter: Vec<[i32; 32]>,
-}
-
-/// The vectors over `g`'s output plane: per column phase `b`, 16 pairs at a time over
-/// `out_h` rows of `tp` pairs (from `b · block` in the planes); pair `t` of row `i` holds
-/// the phase's output columns `2t` and `2t + 1`, that is `b + d_w·2t` and `b + d_w·(2t +
-/// 1)` of the row, each kept if inside it.
+/// The vectors over `g`'s output plane: 16 pairs at a time over `out_h` rows of `tp`
+/// pairs. Interleaved (`interleave`), a vector's 32 outputs are columns `2·(q mod tp)
+/// ..` of rows of `2·tp` columns, of which those below `out_w` are kept.
 ///
 /// # Panics
-/// If (a bug) the kept lanes do not cover every output exactly once.
-fn vectors(g: &Conv2dGeometry, block: usize) -> Cut {
-    let (tp, cp) = (pairs(g), column_phases(g));
+/// If (a bug) the kept lanes do not tile the plane in order.
+fn vectors(g: &Conv2dGeometry) -> Vec<Vector> {
+    let tp = pairs(g);
     let np = g.out_h * tp;
     let u32_of = |x: usize| u32::try_from(x).expect("offsets fit u32");
-    let i32_of = |x: usize| i32::try_from(x).expect("output offsets fit i32");
-    let mut cut = Cut {
-        list: Vec::new(),
-        scatter: Vec::new(),
-    };
-    let mut seen = vec![false; g.out_h * g.out_w];
-    for b in 0..cp {
-        for q0 in (0..np).step_by(16) {
-            let mut halves = [(0u32, 0u16); 2];
-            let mut idx = [0i32; 32];
-            for (h, half) in halves.iter_mut().enumerate() {
-                for l in 0..16 {
-                    let z = 2 * q0 + 16 * h + l;
-                    let (row, m) = (z / (2 * tp), z % (2 * tp));
-                    let col = b + cp * m;
-                    if z / 2 >= np || col >= g.out_w {
-                        continue;
-                    }
-                    let at = row * g.out_w + col;
-                    assert!(!seen[at], "an output in two lanes");
-                    seen[at] = true;
+    let mut list = Vec::new();
+    let mut next = 0;
+    for q0 in (0..np).step_by(16) {
+        let mut halves = [(0u32, 0u16); 2];
+        for (h, half) in halves.iter_mut().enumerate() {
+            for l in 0..16 {
+                let z = 2 * q0 + 16 * h + l;
+                let (row, col) = (z / (2 * tp), z % (2 * tp));
+                if z / 2 < np && col < g.out_w {
                     if half.1 == 0 {
-                        half.0 = u32_of(at);
+                        half.0 = u32_of(row * g.out_w + col);
+                        assert_eq!(row * g.out_w + col, next, "vectors tile the plane");
                     }
                     half.1 |= 1 << l;
-                    idx[16 * h + l] = i32_of(at);
+                    next += 1;
                 }
             }
-            if halves[0].1 | halves[1].1 == 0 {
-                continue;
-            }
-            if cp == 1 {
-                // Consecutive lanes are consecutive outputs: a half is stored whole
-                // (compressed past `out_w`) from its first kept lane.
-                for (h, &(dst, m)) in halves.iter().enumerate() {
-                    let kept: Vec<i32> = (0..16)
-                        .filter(|l| m >> l & 1 == 1)
-                        .map(|l| idx[16 * h + l])
-                        .collect();
-                    assert!(kept.iter().zip(dst..).all(|(&k, d)| k as u32 == d));
-                }
-            } else {
-                cut.scatter.push(idx);
-            }
-            cut.list.push(Vector {
-                src: u32_of(b * block + q0),
+        }
+        if halves[0].1 | halves[1].1 != 0 {
+            list.push(Vector {
+                src: u32_of(q0),
                 halves,
             });
         }
     }
-    assert!(seen.iter().all(|&s| s), "every output in a lane");
-    debug_assert_eq!(cut.list.len(), vector_count(g));
-    cut
+    assert_eq!(next, g.out_h * g.out_w);
+    debug_assert_eq!(list.len(), vector_count(g));
+    list
+}
+
+/// Where each of a vector's 32 outputs comes from: lane `l` of `y₀` (`l`) or of `y₁` (`16
+/// + l`). Output `z` of a row of pairs is `y₀` or `y₁` of pair `⌊z/2d⌋·d + z mod d`, as
+/// `⌊z/d⌋` is even or odd (`d = 1`: `y₀`, `y₁` alternate).
+fn interleave(d: usize) -> [i32; 32] {
+    std::array::from_fn(|z| ((z / d % 2) * 16 + z / (2 * d) * d + z % d) as i32)
 }
 
 thread_local! {
     /// Per-thread padded row for the transforms.
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// The packed weights of the last call that packed on this thread ([`pack`]).
+    static PACKED: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// Cross-correlates `input [n, c_in, h, w]` with `weight [c_out, c_in/groups, k_h, k_w]`
@@ -311,19 +276,23 @@ pub fn conv2d_igwino(
     let chunks = chanwino::chunks(&g);
     let (by_taps, reach) = entries(&g, &planes, &chunks);
     let k = cpg * g.k_h * g.k_w;
-    let cut = vectors(&g, planes.block);
-    let list = &cut.list;
+    let list = &vectors(&g);
+    let inter = interleave(g.dilation[1]);
     let panels = opg.div_ceil(MR);
     let group_len = cpg * planes.chan_len;
     let tasks = plan_tasks(&g, list.len(), panels, group_len);
     let packed = (list.len() >= PACK_MIN_VECTORS).then(|| pack(&g, wt, &by_taps, panels));
     let per_panel = packed.as_ref().map_or(0, |p| p.len() / (g.groups * panels));
-    // Padded rows in `s_w` phases (or `d_w` column phases); the transform reads
-    // `2·⌈tp/16⌉·16 + 2` floats of a phase from a chunk's first column.
-    let first_col = chunks.iter().map(|c| c.v0 / g.stride[1]).max().unwrap_or(0);
-    let mut phased = g;
-    phased.stride[1] = g.stride[1].max(column_phases(&g));
-    let layout = PhaseLayout::new(&phased, first_col + 2 * planes.tp.next_multiple_of(16) + 2);
+    // Padded rows in `s_w` phases; the transform reads `2·⌈tp/16⌉·16 + reach(d_w)` floats
+    // of a phase from a chunk's first column.
+    let d = g.dilation[1];
+    let first_col = chunks
+        .iter()
+        .map(|c| c.v0 / g.stride[1] * d)
+        .max()
+        .unwrap_or(0);
+    let whole = planes.tp.next_multiple_of(16);
+    let layout = PhaseLayout::new(&g, first_col + 2 * whole + chanwino::reach(d));
     // Every vector of a group reads below its start + `reach` (the last one 16 lanes from
     // a position < out_h·tp): the slack covers the lanes past the last plane.
     let last_src = list.last().map_or(0, |v| v.src as usize);
@@ -377,7 +346,7 @@ pub fn conv2d_igwino(
                             ss: planes.ss,
                             src: src.as_ptr(),
                             halves: v.halves,
-                            scatter: cut.scatter.get(at),
+                            inter: &inter,
                             out: out_img.0,
                             ldo: p_len,
                         });
@@ -400,7 +369,7 @@ pub fn conv2d_igwino(
     let done = images();
     super::buffers::give(buf);
     if let Some(p) = packed {
-        super::buffers::give(p);
+        PACKED.set(p);
     }
     done?;
     // SAFETY: every (image, group, panel, vector) was run by exactly one task (the tasks
@@ -427,8 +396,15 @@ fn pack(g: &Conv2dGeometry, wt: &[f32], by_taps: &[Vec<Entry>; 3], panels: usize
     let per_panel: usize = (0..3)
         .map(|i| by_taps[i].len() * PACKED_POINTS[i] * MR)
         .sum();
-    // Every element is written below.
-    let mut packed = super::buffers::take_unzeroed(g.groups * panels * per_panel);
+    // A buffer kept on this thread (taken out, so that a call nested on this thread while
+    // the pool packs finds it empty and allocates its own); it grows only, and every
+    // element is written below.
+    let len = g.groups * panels * per_panel;
+    let mut packed = PACKED.take();
+    if packed.len() < len {
+        packed.resize(len, 0.0);
+    }
+    packed.truncate(len);
     packed
         .par_chunks_mut(per_panel)
         .enumerate()
@@ -459,8 +435,8 @@ fn pack(g: &Conv2dGeometry, wt: &[f32], by_taps: &[Vec<Entry>; 3], panels: usize
 }
 
 /// Transforms one input channel (`src`, `[h, w]`) into its planes (`dst`, `chan_len`
-/// floats): slot `σ`, column phase `b`, row phase `a`, row `t` at `σ·ss + b·block +
-/// (a·rows + t)·tp`, from padded row `t·s_h + a` (zeros past the padded rows).
+/// floats): slot `σ`, row phase `a`, row `t` at `σ·ss + (a·rows + t)·tp`, from padded
+/// row `t·s_h + a` (zeros past the padded rows).
 fn transform_channel(
     g: &Conv2dGeometry,
     p: &Planes,
@@ -470,7 +446,7 @@ fn transform_channel(
     dst: &mut [f32],
 ) {
     let hp = g.h + g.padding[0] + g.padding[1];
-    let (slots, cp) = (chanwino::products_per_pair(g), column_phases(g));
+    let slots = chanwino::products_per_pair(g);
     PADDED.with_borrow_mut(|padded| {
         padded.resize(layout.row_len(), 0.0);
         for a in 0..g.stride[0] {
@@ -479,31 +455,24 @@ fn transform_channel(
                 let at = (a * p.rows + t) * p.tp;
                 if r >= hp {
                     for s in 0..slots {
-                        for b in 0..cp {
-                            dst[s * p.ss + b * p.block + at..][..p.tp].fill(0.0);
-                        }
+                        dst[s * p.ss + at..][..p.tp].fill(0.0);
                     }
                     continue;
                 }
                 layout.fill_row(src, r, padded);
-                // Column phase `b` is phase `b` of the layout, an undilated row at
-                // column stride 1; without column phases, the row's `s_w` stride phases.
-                let (s, wq) = (g.stride[1], layout.wq);
-                for b in 0..cp {
-                    // SAFETY: AVX-512F is present (`supports`); the layout holds
-                    // `first_col + 2·⌈tp/16⌉·16 + 2` floats per phase.
-                    unsafe {
-                        chanwino::transform_row(
-                            &padded[b * wq..],
-                            wq,
-                            chunks,
-                            s,
-                            p.tp,
-                            p.ss,
-                            true,
-                            &mut dst[b * p.block + at..],
-                        );
-                    }
+                // SAFETY: AVX-512F is present (`supports`); the layout holds
+                // `first_col + 2·⌈tp/16⌉·16 + reach(d_w)` floats per phase.
+                unsafe {
+                    chanwino::transform_row(
+                        padded,
+                        layout.wq,
+                        chunks,
+                        (g.stride[1], g.dilation[1]),
+                        p.tp,
+                        p.ss,
+                        true,
+                        &mut dst[at..],
+                    );
                 }
             }
         }
@@ -575,8 +544,8 @@ struct TileArgs<'a> {
     /// The group's planes at the vector's first position.
     src: *const f32,
     halves: [(u32, u16); 2],
-    /// The kept lanes' output indices, where they are scattered (column phases).
-    scatter: Option<&'a [i32; 32]>,
+    /// The outputs' order ([`interleave`]).
+    inter: &'a [i32; 32],
     /// Row 0's output plane; row `r` at `out + r·ldo`.
     out: *mut f32,
     ldo: usize,
@@ -740,8 +709,8 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 );
             }
         }
-        let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-        let hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        let lo = _mm512_loadu_si512(t.inter.as_ptr().cast());
+        let hi = _mm512_loadu_si512(t.inter[16..].as_ptr().cast());
         for (r, [m0, m1, m2, m3]) in acc.iter().enumerate().take(rows) {
             let y0 = _mm512_add_ps(_mm512_add_ps(*m0, *m1), *m2);
             let y1 = _mm512_sub_ps(_mm512_sub_ps(*m1, *m2), *m3);
@@ -750,13 +719,6 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 _mm512_permutex2var_ps(y0, hi, y1),
             ];
             let row = t.out.add(r * t.ldo);
-            if let Some(idx) = t.scatter {
-                for (h, v) in parts.into_iter().enumerate() {
-                    let at = _mm512_loadu_si512(idx[16 * h..].as_ptr().cast());
-                    _mm512_mask_i32scatter_ps::<4>(row, t.halves[h].1, at, v);
-                }
-                continue;
-            }
             for (&(dst, m), v) in t.halves.iter().zip(parts) {
                 let dst = row.add(dst as usize);
                 if m == 0 {

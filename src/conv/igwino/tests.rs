@@ -12,20 +12,21 @@ fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(150))]
-    /// Strides 1–3 (both axes), dilations 1–3 (both axes; column dilation at column stride
-    /// 1, in column phases), groups, every padding mode, batch 1–2,
+    /// Strides 1–3 (both axes), row dilations 1–3, column dilations 1, 2, 4 and 8 (at
+    /// column stride 1), groups, every padding mode, batch 1–2,
     /// kernels 1–7 rows × 2–7 columns (every chunk kind), 1–40 output channels per group
     /// (partial panels), 2–40 input channels per group, rows 1–30 wide (odd widths: a last
     /// pair with one output; vectors across rows).
     #[test]
     fn equals_reference(
         (n, groups, cpg, opg, h, w) in (1usize..3, 1usize..3, 2usize..40, 1usize..40, 1usize..16, 1usize..30),
-        (k_h, k_w, s_h, s_w, d_h, d_w) in (1usize..8, 2usize..8, 1usize..4, 1usize..4, 1usize..4, 1usize..4),
+        (k_h, k_w, s_h, s_w, d_h, dl) in (1usize..8, 2usize..8, 1usize..4, 1usize..4, 1usize..4, 0u32..4),
         (mode, t, b, l, r, same, bias, seed) in (0usize..5, 0usize..4, 0usize..4, 0usize..4, 0usize..4, 0usize..4, any::<bool>(), any::<u32>()),
     ) {
         if !super::super::igemm::available() {
             return Ok(());
         }
+        let d_w = 1 << dl;
         let s_w = if d_w > 1 { 1 } else { s_w };
         let Some(g) = drawn_geom((n, groups, cpg, opg, h, w), (k_h, k_w, s_h, s_w, d_h, d_w), (mode, t, b, l, r, same)) else { return Ok(()) };
         if !supports(&g) {
@@ -59,8 +60,8 @@ fn cnn_shapes_equal_the_reference() {
     );
     check(&dil.expect("a layer"), 4, true);
     check(&geom([1, 3, 40, 45], [6, 3, 7, 7], 2, 3), 5, true);
-    // DeepLab's dilated 3×3 (d = 2 and 4, four column phases; an odd width whose phases
-    // differ in length), and a 5×5 at dilation 3 with reflect padding.
+    // DeepLab's dilated 3×3 (d = 2 and 4; an odd width, whose last group of pairs is
+    // short), and a 5×5 at dilation 8 with reflect padding.
     let dil2 = drawn_geom(
         (1, 1, 32, 16, 28, 28),
         (3, 3, 1, 1, 2, 2),
@@ -73,7 +74,11 @@ fn cnn_shapes_equal_the_reference() {
         (0, 4, 4, 4, 4, 2),
     );
     check(&dil4.expect("a layer"), 7, false);
-    let dil3 = drawn_geom((2, 1, 8, 9, 17, 19), (5, 5, 1, 1, 3, 3), (1, 6, 6, 6, 6, 2));
+    let dil3 = drawn_geom(
+        (2, 1, 8, 9, 17, 37),
+        (5, 5, 1, 1, 3, 8),
+        (1, 6, 6, 16, 16, 2),
+    );
     check(&dil3.expect("a layer"), 8, true);
 }
 
@@ -114,10 +119,9 @@ fn exact_on_small_integers() {
 fn vectors_tile_odd_and_even_planes() {
     for (h, w) in [(7, 7), (14, 14), (1, 1), (3, 33), (5, 32)] {
         let g = geom([1, 8, h, w], [8, 8, 3, 3], 1, 1);
-        let cut = vectors(&g, Planes::new(&g).block);
-        assert_eq!(cut.list.len(), vector_count(&g));
-        let kept: u32 = cut
-            .list
+        let list = vectors(&g);
+        assert_eq!(list.len(), vector_count(&g));
+        let kept: u32 = list
             .iter()
             .flat_map(|v| v.halves)
             .map(|(_, m)| m.count_ones())
@@ -126,14 +130,18 @@ fn vectors_tile_odd_and_even_planes() {
     }
     // 7×7: 28 pairs in 2 vectors, the implicit GEMM's 4 vectors of outputs.
     assert_eq!(vector_count(&geom([1, 8, 7, 7], [8, 8, 3, 3], 1, 1)), 2);
-    // Column phases: each output once, whatever the dilation and width.
-    for (w, d) in [(32, 4), (23, 4), (5, 2), (3, 4), (28, 2)] {
+    // Column dilation: pairs `d` apart, each output once, whatever the width (`vectors`
+    // asserts the tiling).
+    for (w, d) in [(32, 4), (23, 4), (5, 2), (3, 4), (28, 2), (40, 16), (7, 8)] {
         let g = drawn_geom((1, 1, 8, 8, 9, w), (3, 3, 1, 1, 1, d), (0, 1, 1, d, d, 2));
         let g = g.expect("a layer");
-        let cut = vectors(&g, Planes::new(&g).block);
-        assert_eq!(cut.list.len(), vector_count(&g), "{w} wide, d = {d}");
-        assert_eq!(cut.scatter.len(), cut.list.len());
+        assert_eq!(vectors(&g).len(), vector_count(&g), "{w} wide, d = {d}");
     }
+    // DeepLab's d = 4 on 32 columns: 16 pairs per row, no lane wasted.
+    let dil4 = drawn_geom((1, 1, 8, 8, 32, 32), (3, 3, 1, 1, 4, 4), (0, 4, 4, 4, 4, 2));
+    assert_eq!(vector_count(&dil4.expect("a layer")), 32);
+    assert_eq!(interleave(1)[..4], [0, 16, 1, 17]);
+    assert_eq!(interleave(2)[..8], [0, 1, 16, 17, 2, 3, 18, 19]);
 }
 
 #[test]
