@@ -12,33 +12,42 @@
 //! **Planes.** For one image, each input channel's padded rows are split by row phase
 //! (`r mod s_h`, as the implicit GEMM does) and transformed
 //! ([`chanwino::transform_row`]) into one plane per slot (chunk × point): `out_h + reach`
-//! rows of exactly `⌈out_w/2⌉` pairs. Pair `t` of output row `i` is then position `q = i ·
-//! ⌈out_w/2⌉ + t` of every plane, shifted by one offset per (channel, kernel row, chunk),
-//! at any row stride and dilation, with no lane wasted at a row's end: the vectors are 16
+//! rows of exactly `tp = ⌈out_w/2⌉` pairs. Pair `t` of output row `i` is then position `q
+//! = i·tp + t` of every plane, shifted by one offset per (channel, kernel row, chunk), at
+//! any row stride and dilation, with no lane wasted at a row's end: the vectors are 16
 //! consecutive `q` (the last one masked), whatever the width. A 7×7 plane takes 2 vectors
 //! of pairs per kernel-row point where the implicit GEMM takes 4 vectors per tap.
 //!
+//! **Column dilation** `d` (dividing 16, at column stride 1): pair `q` holds the outputs
+//! `2d·⌊q/d⌋ + q mod d` and that plus `d`, which read the same inputs `d` apart, so a row
+//! has `tp = d·⌈out_w/2d⌉` pairs, the transform takes each 16 pairs from 32 consecutive
+//! floats with one permute, and a vector's 32 outputs are still consecutive columns
+//! ([`interleave`]).
+//!
 //! **The tile** is [`MR`] output channels × the 4 points' sums `M₀ … M₃` over one vector
-//! of 16 pairs (16 accumulators, `M₁` started at the bias, which thus enters both
-//! outputs). Per (channel, kernel row, chunk) it loads the chunk's transformed vectors
-//! and broadcasts each output channel's 1–3 weights in place, forming the points'
-//! weights with adds (`g₀ + g₂ ± g₁`, on Zen 4's add pipes beside the FMAs): no weight
-//! transform, no packing, so a request's weights cost nothing before the first FMA. The
-//! halving of points 1 and 2 is in the input transform (exact). At the end it combines
-//! `y₀ = M₀ + M₁ + M₂`, `y₁ = M₁ − M₂ − M₃`, interleaves them into 32 outputs, and stores
-//! them (compressed past `out_w` when `out_w` is odd).
+//! of 16 pairs (24 accumulators, `M₁` started at the bias, which thus enters both
+//! outputs). Per (channel, kernel row, chunk) it loads the chunk's transformed vectors and
+//! multiplies them by the points' weights (`g₀`, `g₀ + g₂ ± g₁`, `g₂`; the halving of
+//! points 1 and 2 is in the input transform, exact). Where a plane has
+//! [`PACK_MIN_VECTORS`] or more, the weights are packed per panel once per call
+//! ([`pack`]) and the tile is FMAs with embedded broadcasts only; on fewer (a 7×7 plane's
+//! 9.4 MB of weights are used by 2 vectors) the tile broadcasts each output channel's 1–3
+//! weights in place and forms the sums with adds (on Zen 4's add pipes beside the FMAs),
+//! so a request's weights are never rewritten. At the end it combines `y₀ = M₀ + M₁ + M₂`,
+//! `y₁ = M₁ − M₂ − M₃`, interleaves them into 32 outputs, and stores them (compressed past
+//! `out_w` when a row's last pair is short).
 //!
 //! **Exactness.** As [`super::chanwino`]: an output over zeros is exactly zero, on small
 //! integers every step is exact, and elsewhere the property test checks the fixtures'
 //! bound from [`chanwino::MIN_PRODUCTS`] products per output on.
 //!
-//! Tasks are output-channel panels × vector ranges, split by panels first when a group's
-//! weights exceed L2 (each thread then streams its own weights once). Workspace: one
-//! image's transformed planes (`c_in · slots · s_h · (out_h + reach) · ⌈out_w/2⌉` floats,
-//! [`planes_floats`]); the plan keeps it at most [`MAX_PLANES_BYTES`].
+//! Tasks are output-channel panels × vector ranges, split along whichever of a group's
+//! weights and planes is larger ([`plan_tasks`]). Workspace: one image's transformed planes
+//! (`c_in · slots · s_h · (out_h + reach) · tp` floats, [`planes_floats`]; the plan keeps
+//! it at most [`MAX_PLANES_BYTES`]) and the packed weights.
 //!
-//! Only for CPUs with AVX-512F, column dilation 1 ([`supports`]). One of the crate's
-//! `unsafe` sites: raw-pointer loads and stores whose bounds are checked once per layer.
+//! Only for CPUs with AVX-512F ([`supports`]). One of the crate's `unsafe` sites:
+//! raw-pointer loads and stores whose bounds are checked once per layer.
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
@@ -52,7 +61,7 @@ use super::params::Conv2dGeometry;
 use super::phase::PhaseLayout;
 use super::{CancelToken, Cancelled};
 
-/// Output channels per register tile (× 4 points = 16 accumulators).
+/// Output channels per register tile (× 4 points = 24 accumulators).
 pub(crate) const MR: usize = 6;
 /// Weight bytes per task above which output channels run in the outer loop.
 const A_RESIDENT: usize = 256 << 10;
@@ -62,9 +71,10 @@ const TASKS_PER_THREAD: usize = 4;
 const MIN_TASK_MACS: usize = 1 << 18;
 /// Vectors per output plane from which the points' weights are formed once per call,
 /// packed per panel (`[entry][point][MR]`), instead of by adds inside every tile: the
-/// tile then issues only FMAs (one thread, a dilated 3×3 at 128 channels on 32×32, 32
-/// vectors: 2.7 ms → see README), and the pass costs `4/3` of the weights written once,
-/// which on a 7×7 plane (2 vectors, 9.4 MB of weights at 512 channels) outweighs it.
+/// tile then issues only FMAs (perf, one thread, a dilated 3×3 at 128 channels on 32×32,
+/// 32 vectors: the tile at 97 % of the FMA ceiling, against about 82 % with the adds),
+/// and the pass writes `4/3` of the weights once, which on a 7×7 plane (2 vectors, 9.4
+/// MB of weights at 512 channels) would cost more than it saves.
 const PACK_MIN_VECTORS: usize = 8;
 /// Largest transformed image the plan gives this algorithm (its workspace).
 pub const MAX_PLANES_BYTES: usize = 8 << 20;
