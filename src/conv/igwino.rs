@@ -592,13 +592,7 @@ unsafe fn tile(t: &TileArgs<'_>) {
             let mut p = pw.as_ptr();
             let w = |p: *const f32, i: usize| _mm512_set1_ps(*p.add(i));
             for e in &t.by_taps[0] {
-                let x = t.src.add(e.koff as usize);
-                let d = [
-                    _mm512_loadu_ps(x),
-                    _mm512_loadu_ps(x.add(ss)),
-                    _mm512_loadu_ps(x.add(2 * ss)),
-                    _mm512_loadu_ps(x.add(3 * ss)),
-                ];
+                let d: [__m512; 4] = inputs(t.src, e, ss);
                 for (r, a) in acc.iter_mut().enumerate() {
                     for (j, dj) in d.iter().enumerate() {
                         a[j] = _mm512_fmadd_ps(w(p, j * MR + r), *dj, a[j]);
@@ -607,12 +601,7 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 p = p.add(4 * MR);
             }
             for e in &t.by_taps[1] {
-                let x = t.src.add(e.koff as usize);
-                let d = [
-                    _mm512_loadu_ps(x),
-                    _mm512_loadu_ps(x.add(ss)),
-                    _mm512_loadu_ps(x.add(2 * ss)),
-                ];
+                let d: [__m512; 3] = inputs(t.src, e, ss);
                 for (r, a) in acc.iter_mut().enumerate() {
                     a[0] = _mm512_fmadd_ps(w(p, r), d[0], a[0]);
                     a[1] = _mm512_fmadd_ps(w(p, MR + r), d[1], a[1]);
@@ -621,8 +610,7 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 p = p.add(3 * MR);
             }
             for e in &t.by_taps[2] {
-                let x = t.src.add(e.koff as usize);
-                let d = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(ss))];
+                let d: [__m512; 2] = inputs(t.src, e, ss);
                 for (r, a) in acc.iter_mut().enumerate() {
                     let g0 = w(p, r);
                     a[0] = _mm512_fmadd_ps(g0, d[0], a[0]);
@@ -631,92 +619,72 @@ unsafe fn tile(t: &TileArgs<'_>) {
                 p = p.add(MR);
             }
             debug_assert_eq!(p, pw.as_ptr_range().end);
-        }
-        for e in t.by_taps[0]
-            .iter()
-            .take(if t.packed.is_some() { 0 } else { usize::MAX })
-        {
-            let x = t.src.add(e.koff as usize);
-            let d = [
-                _mm512_loadu_ps(x),
-                _mm512_loadu_ps(x.add(ss)),
-                _mm512_loadu_ps(x.add(2 * ss)),
-                _mm512_loadu_ps(x.add(3 * ss)),
-            ];
-            for (r, a) in acc.iter_mut().enumerate() {
-                let p = wr[r].add(e.woff as usize);
-                std::arch::asm!(
-                    "vbroadcastss {w0}, dword ptr [{p}]",
-                    "vfmadd231ps {a0}, {d0}, {w0}",
-                    "vaddps {t}, {w0}, dword ptr [{p} + {s4}*2]{{1to16}}",
-                    "vfmadd231ps {a3}, {d3}, dword ptr [{p} + {s4}*2]{{1to16}}",
-                    "vaddps {w0}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
-                    "vsubps {t}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
-                    "vfmadd231ps {a1}, {d1}, {w0}",
-                    "vfmadd231ps {a2}, {d2}, {t}",
-                    w0 = out(zmm_reg) _,
-                    t = out(zmm_reg) _,
-                    a0 = inout(zmm_reg) a[0],
-                    a1 = inout(zmm_reg) a[1],
-                    a2 = inout(zmm_reg) a[2],
-                    a3 = inout(zmm_reg) a[3],
-                    d0 = in(zmm_reg) d[0],
-                    d1 = in(zmm_reg) d[1],
-                    d2 = in(zmm_reg) d[2],
-                    d3 = in(zmm_reg) d[3],
-                    p = in(reg) p,
-                    s4 = in(reg) s4,
-                    options(pure, readonly, nostack, preserves_flags),
-                );
+        } else {
+            for e in &t.by_taps[0] {
+                let d: [__m512; 4] = inputs(t.src, e, ss);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let p = wr[r].add(e.woff as usize);
+                    std::arch::asm!(
+                        "vbroadcastss {w0}, dword ptr [{p}]",
+                        "vfmadd231ps {a0}, {d0}, {w0}",
+                        "vaddps {t}, {w0}, dword ptr [{p} + {s4}*2]{{1to16}}",
+                        "vfmadd231ps {a3}, {d3}, dword ptr [{p} + {s4}*2]{{1to16}}",
+                        "vaddps {w0}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
+                        "vsubps {t}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
+                        "vfmadd231ps {a1}, {d1}, {w0}",
+                        "vfmadd231ps {a2}, {d2}, {t}",
+                        w0 = out(zmm_reg) _,
+                        t = out(zmm_reg) _,
+                        a0 = inout(zmm_reg) a[0],
+                        a1 = inout(zmm_reg) a[1],
+                        a2 = inout(zmm_reg) a[2],
+                        a3 = inout(zmm_reg) a[3],
+                        d0 = in(zmm_reg) d[0],
+                        d1 = in(zmm_reg) d[1],
+                        d2 = in(zmm_reg) d[2],
+                        d3 = in(zmm_reg) d[3],
+                        p = in(reg) p,
+                        s4 = in(reg) s4,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
             }
-        }
-        for e in t.by_taps[1]
-            .iter()
-            .take(if t.packed.is_some() { 0 } else { usize::MAX })
-        {
-            let x = t.src.add(e.koff as usize);
-            let d = [
-                _mm512_loadu_ps(x),
-                _mm512_loadu_ps(x.add(ss)),
-                _mm512_loadu_ps(x.add(2 * ss)),
-            ];
-            for (r, a) in acc.iter_mut().enumerate() {
-                std::arch::asm!(
-                    "vbroadcastss {w0}, dword ptr [{p}]",
-                    "vfmadd231ps {a0}, {d0}, {w0}",
-                    "vaddps {w0}, {w0}, dword ptr [{p} + {s4}]{{1to16}}",
-                    "vfmadd231ps {a1}, {d1}, {w0}",
-                    "vfmadd231ps {a3}, {d2}, dword ptr [{p} + {s4}]{{1to16}}",
-                    w0 = out(zmm_reg) _,
-                    a0 = inout(zmm_reg) a[0],
-                    a1 = inout(zmm_reg) a[1],
-                    a3 = inout(zmm_reg) a[3],
-                    d0 = in(zmm_reg) d[0],
-                    d1 = in(zmm_reg) d[1],
-                    d2 = in(zmm_reg) d[2],
-                    p = in(reg) wr[r].add(e.woff as usize),
-                    s4 = in(reg) s4,
-                    options(pure, readonly, nostack, preserves_flags),
-                );
+            for e in &t.by_taps[1] {
+                let d: [__m512; 3] = inputs(t.src, e, ss);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    std::arch::asm!(
+                        "vbroadcastss {w0}, dword ptr [{p}]",
+                        "vfmadd231ps {a0}, {d0}, {w0}",
+                        "vaddps {w0}, {w0}, dword ptr [{p} + {s4}]{{1to16}}",
+                        "vfmadd231ps {a1}, {d1}, {w0}",
+                        "vfmadd231ps {a3}, {d2}, dword ptr [{p} + {s4}]{{1to16}}",
+                        w0 = out(zmm_reg) _,
+                        a0 = inout(zmm_reg) a[0],
+                        a1 = inout(zmm_reg) a[1],
+                        a3 = inout(zmm_reg) a[3],
+                        d0 = in(zmm_reg) d[0],
+                        d1 = in(zmm_reg) d[1],
+                        d2 = in(zmm_reg) d[2],
+                        p = in(reg) wr[r].add(e.woff as usize),
+                        s4 = in(reg) s4,
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
             }
-        }
-        for e in t.by_taps[2]
-            .iter()
-            .take(if t.packed.is_some() { 0 } else { usize::MAX })
-        {
-            let x = t.src.add(e.koff as usize);
-            let d = [_mm512_loadu_ps(x), _mm512_loadu_ps(x.add(ss))];
-            for (r, a) in acc.iter_mut().enumerate() {
-                std::arch::asm!(
-                    "vfmadd231ps {a0}, {d0}, dword ptr [{p}]{{1to16}}",
-                    "vfnmadd231ps {a3}, {d1}, dword ptr [{p}]{{1to16}}",
-                    a0 = inout(zmm_reg) a[0],
-                    a3 = inout(zmm_reg) a[3],
-                    d0 = in(zmm_reg) d[0],
-                    d1 = in(zmm_reg) d[1],
-                    p = in(reg) wr[r].add(e.woff as usize),
-                    options(pure, readonly, nostack, preserves_flags),
-                );
+            for e in &t.by_taps[2] {
+                let d: [__m512; 2] = inputs(t.src, e, ss);
+                for (r, a) in acc.iter_mut().enumerate() {
+                    std::arch::asm!(
+                        "vfmadd231ps {a0}, {d0}, dword ptr [{p}]{{1to16}}",
+                        "vfnmadd231ps {a3}, {d1}, dword ptr [{p}]{{1to16}}",
+                        a0 = inout(zmm_reg) a[0],
+                        a3 = inout(zmm_reg) a[3],
+                        d0 = in(zmm_reg) d[0],
+                        d1 = in(zmm_reg) d[1],
+                        p = in(reg) wr[r].add(e.woff as usize),
+                        options(pure, readonly, nostack, preserves_flags),
+                    );
+                }
             }
         }
         let lo = _mm512_loadu_si512(t.inter.as_ptr().cast());
@@ -742,6 +710,24 @@ unsafe fn tile(t: &TileArgs<'_>) {
             }
         }
     }
+}
+
+/// The `N` transformed vectors of entry `e`: its chunk's slots `0 .. N` at `src + koff`.
+///
+/// # Safety
+/// AVX-512F must be present; `src + koff + j·ss + lane` readable for `j < N`, 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn inputs<const N: usize>(
+    src: *const f32,
+    e: &Entry,
+    ss: usize,
+) -> [std::arch::x86_64::__m512; N] {
+    // SAFETY: as the contract.
+    std::array::from_fn(|j| unsafe {
+        std::arch::x86_64::_mm512_loadu_ps(src.add(e.koff as usize + j * ss))
+    })
 }
 
 #[cfg(not(target_arch = "x86_64"))]

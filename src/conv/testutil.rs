@@ -67,6 +67,32 @@ pub(crate) fn check_against_reference(
     assert_close(&got, &want, &x, &wt, b.as_ref(), g);
 }
 
+/// Runs `conv` on small integers drawn from `seed` (−4 ..= 4, with a bias) for the layer
+/// `g`, where every product and sum of an exact algorithm is exact, and asserts the
+/// result is the reference's bit for bit.
+pub(crate) fn assert_exact_on_small_integers(
+    g: &Conv2dGeometry,
+    seed: u32,
+    conv: impl Fn(
+        ndarray::ArrayView4<'_, f32>,
+        ndarray::ArrayView4<'_, f32>,
+        Option<ndarray::ArrayView1<'_, f32>>,
+    ) -> Array4<f32>,
+) {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        (s % 9) as f32 - 4.0
+    };
+    let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
+    let w = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
+    let b = Array1::from_shape_simple_fn(g.c_out, &mut next);
+    let want = conv2d_reference(x.view(), w.view(), Some(b.view()), g);
+    assert_eq!(conv(x.view(), w.view(), Some(b.view())), want, "{g:?}");
+}
+
 /// A deterministic random valid case for `seed` (for non-proptest loops).
 pub(crate) fn random_case(
     seed: u64,

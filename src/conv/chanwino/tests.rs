@@ -2,7 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::conv::testutil::simple_geom as geom;
-use crate::conv::testutil::{check_against_reference, drawn_geom};
+use crate::conv::testutil::{assert_exact_on_small_integers, check_against_reference, drawn_geom};
 
 fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
     check_against_reference(g, seed, bias, |x, w, b| {
@@ -62,20 +62,9 @@ fn exact_on_small_integers() {
     .iter()
     .enumerate()
     {
-        let mut s = 7u32 + i as u32;
-        let mut next = move || {
-            s ^= s << 13;
-            s ^= s >> 17;
-            s ^= s << 5;
-            (s % 9) as f32 - 4.0
-        };
-        let x = ndarray::Array4::from_shape_simple_fn(g.input_shape(), &mut next);
-        let w = ndarray::Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
-        let b = ndarray::Array1::from_shape_simple_fn(g.c_out, &mut next);
-        let want = crate::conv::conv2d_reference(x.view(), w.view(), Some(b.view()), g);
-        let got =
-            conv2d_chanwino(x.view(), w.view(), Some(b.view()), g, &CancelToken::new()).unwrap();
-        assert_eq!(got, want, "layer {i}");
+        assert_exact_on_small_integers(g, 7 + i as u32, |x, w, b| {
+            conv2d_chanwino(x, w, b, g, &CancelToken::new()).unwrap()
+        });
     }
 }
 
