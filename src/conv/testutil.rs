@@ -93,6 +93,34 @@ pub(crate) fn assert_exact_on_small_integers(
     assert_eq!(conv(x.view(), w.view(), Some(b.view())), want, "{g:?}");
 }
 
+/// Runs `conv` on an input whose columns `0 .. 20` are zero and the rest large, for a
+/// layer `g` without left padding, and asserts that every output column reading only those
+/// zeros is exactly zero (no product mixes one output's inputs into another's).
+pub(crate) fn assert_outputs_over_zeros_are_zero(
+    g: &Conv2dGeometry,
+    conv: impl Fn(ndarray::ArrayView4<'_, f32>, ndarray::ArrayView4<'_, f32>) -> Array4<f32>,
+) {
+    assert_eq!(g.padding[2], 0);
+    let x = Array4::from_shape_fn(g.input_shape(), |(_, c, i, j)| {
+        if j < 20 {
+            0.0
+        } else {
+            1e3 + (c * 7 + i * 3 + j) as f32 * 0.37
+        }
+    });
+    let w = Array4::from_shape_fn(g.weight_shape(), |(o, c, u, v)| {
+        ((o * 5 + c * 3 + u * 7 + v) % 11) as f32 * 0.13 - 0.6
+    });
+    let y = conv(x.view(), w.view());
+    for j in 0..g.out_w {
+        if j * g.stride[1] + (g.k_w - 1) * g.dilation[1] < 20 {
+            for v in y.slice(ndarray::s![.., .., .., j]) {
+                assert_eq!(*v, 0.0, "{g:?}, column {j}");
+            }
+        }
+    }
+}
+
 /// A deterministic random valid case for `seed` (for non-proptest loops).
 pub(crate) fn random_case(
     seed: u64,
