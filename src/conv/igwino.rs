@@ -114,6 +114,20 @@ pub fn vector_count(g: &Conv2dGeometry) -> usize {
     ((g.out_h - 1) * tp + last) / 16 + 1
 }
 
+/// Floats of the points' weights packed once per call, or 0 where the tile forms them
+/// itself (planes of fewer than [`PACK_MIN_VECTORS`] vectors).
+pub fn packed_floats(g: &Conv2dGeometry) -> usize {
+    if vector_count(g) < PACK_MIN_VECTORS {
+        return 0;
+    }
+    let panels = (g.c_out / g.groups).div_ceil(MR);
+    let per_entry: usize = chanwino::chunks(g)
+        .iter()
+        .map(|c| PACKED_POINTS[3 - c.taps])
+        .sum();
+    g.groups * panels * MR * (g.c_in / g.groups) * g.k_h * per_entry
+}
+
 /// Floats of one image's transformed planes (the workspace); `usize::MAX` where a
 /// group's planes would not be addressable with `u32` offsets (the plan never gives it
 /// such a layer, and [`supports`] is false).

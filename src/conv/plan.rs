@@ -173,6 +173,14 @@ const ROW_WINOGRAD_TRANSFORM: f64 = 12e9;
 /// so that 3×3/2 layers, where it saves 1/6 of the products, stay on the implicit GEMM
 /// (measured 1.31 against 1.23 ms at 128 channels on 56×56).
 const IGWINO_MACS: f64 = 40e9;
+/// Packed weights per second and core ([`super::igwino::packed_floats`]; perf on a
+/// dilated 3×3 at 128 channels: 203 K floats in about 0.1 ms).
+const IGWINO_PACK: f64 = 2e9;
+/// The implicit row Winograd's fixed cost per call, seconds of one core: a fork-join
+/// more than the implicit GEMM (transform, then tiles; and the packing) and its buffers.
+/// Fitted on small layers no issue names, where it lost: CIFAR's 32-channel 3×3 on 16×16
+/// took 65 µs against the implicit GEMM's 44, its 64-channel 3×3 on 8×8 65 against 49.
+const IGWINO_CALL: f64 = 25e-6;
 /// Largest `c_in/groups` for the channel tile (few input channels: stems, first layers).
 const CHANTILE_MAX_CPG: usize = 16;
 /// Largest `c_in/groups · k_h · k_w` for the channel tile: its weight panel (`k` × 64
@@ -287,6 +295,8 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
                 + transformed / ROW_WINOGRAD_TRANSFORM
                 + n * padded / PAD
                 + outputs / IGEMM_STORE
+                + super::igwino::packed_floats(g) as f64 / IGWINO_PACK
+                + IGWINO_CALL
         }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
@@ -319,7 +329,10 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
 ///   tile's 363 are not near L1), and only where the model has it clearly ahead of the
 ///   channel tile it is a variant of ([`ROW_WINOGRAD_MARGIN`]);
 /// - the implicit GEMM over kernel rows as 1-D Winograd only where one image's transformed
-///   planes, its workspace, fit [`super::igwino::MAX_PLANES_BYTES`].
+///   planes, its workspace, fit [`super::igwino::MAX_PLANES_BYTES`], and for kernels of
+///   two rows or more: each transformed input row feeds `k_h` kernel rows, and at `k_h =
+///   1` the transforms cost what the products save (Inception's 1×7 at 128 channels on
+///   17×17: 0.34–0.37 ms against the implicit GEMM's 0.32).
 fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
@@ -337,7 +350,9 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
                 }
         }
         Conv2dAlgo::ImplicitWinograd => {
-            super::igwino::planes_floats(g).saturating_mul(4) <= super::igwino::MAX_PLANES_BYTES
+            g.k_h >= 2
+                && super::igwino::planes_floats(g).saturating_mul(4)
+                    <= super::igwino::MAX_PLANES_BYTES
         }
         _ => true,
     }
@@ -530,6 +545,11 @@ mod tests {
             (geom([1, 96, 27, 27], [256, 48, 5, 5], 1, 2, 2), deep),
             (dilated([1, 128, 32, 32], [128, 128, 3, 3], 4), deep),
             (dilated([1, 256, 28, 28], [256, 256, 3, 3], 2), deep),
+            // small planes, where its fixed costs (a fork-join more, the packing) weigh:
+            // CIFAR's 3×3 at 32 channels on 16×16 and 64 on 8×8, and a one-row 1×7
+            (geom([1, 32, 16, 16], [32, 32, 3, 3], 1, 1, 1), gemm),
+            (geom([1, 64, 8, 8], [64, 64, 3, 3], 1, 1, 1), gemm),
+            (geom([1, 128, 17, 17], [128, 128, 1, 7], 1, 0, 1), gemm),
             // 3×3/2: 15 products per pair for 18 do not pay the transforms
             (geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1), gemm),
             (geom([1, 64, 56, 56], [128, 64, 3, 3], 2, 1, 1), gemm),
