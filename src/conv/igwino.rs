@@ -305,7 +305,7 @@ pub fn conv2d_igwino(
     let panels = opg.div_ceil(MR);
     let group_len = cpg * planes.chan_len;
     let tasks = plan_tasks(&g, list.len(), panels, group_len);
-    let packed = (list.len() >= PACK_MIN_VECTORS).then(|| pack(&g, wt, &by_taps, panels));
+    let packed = (packed_floats(&g) > 0).then(|| pack(&g, wt, &by_taps, panels));
     let per_panel = packed.as_ref().map_or(0, |p| p.len() / (g.groups * panels));
     // Padded rows in `s_w` phases; the transform reads `2·⌈tp/16⌉·16 + reach(d_w)` floats
     // of a phase from a chunk's first column.
@@ -424,6 +424,7 @@ fn pack(g: &Conv2dGeometry, wt: &[f32], by_taps: &[Vec<Entry>; 3], panels: usize
     // the pool packs finds it empty and allocates its own); it grows only, and every
     // element is written below.
     let len = g.groups * panels * per_panel;
+    debug_assert_eq!(len, packed_floats(g));
     let mut packed = PACKED.take();
     if packed.len() < len {
         packed.resize(len, 0.0);
