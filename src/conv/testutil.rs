@@ -40,6 +40,18 @@ pub(crate) fn assert_close(
     });
 }
 
+/// The xorshift32 sequence from `seed` (made odd, so never the all-zero state): the test
+/// data of the checks below.
+fn xorshift(seed: u32) -> impl FnMut() -> u32 {
+    let mut s = seed | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        s
+    }
+}
+
 /// Runs `conv` on data drawn from `seed` (values in [−5, 5), bias when `bias`) for the
 /// layer `g`, and asserts it matches the reference within the float32 bound.
 pub(crate) fn check_against_reference(
@@ -52,13 +64,8 @@ pub(crate) fn check_against_reference(
         Option<ndarray::ArrayView1<'_, f32>>,
     ) -> Array4<f32>,
 ) {
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        (s % 1000) as f32 / 100.0 - 5.0
-    };
+    let mut bits = xorshift(seed);
+    let mut next = move || (bits() % 1000) as f32 / 100.0 - 5.0;
     let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
     let wt = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
     let b = bias.then(|| Array1::from_shape_simple_fn(g.c_out, &mut next));
@@ -79,13 +86,8 @@ pub(crate) fn assert_exact_on_small_integers(
         Option<ndarray::ArrayView1<'_, f32>>,
     ) -> Array4<f32>,
 ) {
-    let mut s = seed | 1;
-    let mut next = move || {
-        s ^= s << 13;
-        s ^= s >> 17;
-        s ^= s << 5;
-        (s % 9) as f32 - 4.0
-    };
+    let mut bits = xorshift(seed);
+    let mut next = move || (bits() % 9) as f32 - 4.0;
     let x = Array4::from_shape_simple_fn(g.input_shape(), &mut next);
     let w = Array4::from_shape_simple_fn(g.weight_shape(), &mut next);
     let b = Array1::from_shape_simple_fn(g.c_out, &mut next);
