@@ -37,7 +37,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "convd listening");
+        tracing::info!(
+            addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            plan_rates = convd::conv::plan::rates::detected().name,
+            "convd listening"
+        );
         match convd::run(listener, settings, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

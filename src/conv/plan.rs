@@ -18,17 +18,21 @@
 //! | [`Conv2dAlgo::Winograd`] | F(2×2, 3×3): 16 GEMMs over transformed tiles (3×3, stride 1) | the input, output and weight transforms |
 //!
 //! The model estimates each candidate's time on one core from the layer's shape with the
-//! rates below (measured on the reference machine, see README "Performance") and picks
-//! the cheapest. GEMMs are fast per multiply-add but waste their register tile when a
+//! rates of this CPU's class ([`rates`]: Zen 4 and Zen 5 measured, see README
+//! "Performance") and picks the cheapest. GEMMs are fast per multiply-add but waste their register tile when a
 //! group has few output channels (`m_eff`), and pay for the gather; direct kernels have
 //! no gather but read every input once per output channel. The choice depends on shapes
-//! only, so `/v1/conv2d/shape` reports the same plan a request gets, except that a layer
+//! (and the CPU) only, so `/v1/conv2d/shape` reports the same plan a request gets, except that a layer
 //! planned as a direct kernel runs as [`Conv2dAlgo::Separable`] when its weights turn out
 //! to be rank-1 ([`plan_with_weights`]).
 
 use std::fmt;
 
 use super::params::Conv2dGeometry;
+
+pub mod rates;
+
+pub use rates::Rates;
 
 /// An implementation of the convolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -121,66 +125,8 @@ pub struct Conv2dPlan {
     pub reason: String,
 }
 
-/// Sustained multiply-adds per second and core of the GEMM kernel at full register tiles
-/// (the `gemm` crate reaches 43–57 G on these shapes).
-const GEMM_MACS: f64 = 45e9;
 /// Output channels per group that fill the GEMM's register tile.
 const GEMM_FULL_M: f64 = 16.0;
-/// Floats per second and core gathered into a column block (runs of `out_w` floats).
-const GATHER: f64 = 3e9;
-/// Floats per second and core written into padded planes.
-const PAD: f64 = 1.5e9;
-/// Fixed cost of one GEMM call (packing, dispatch), seconds.
-const GEMM_CALL: f64 = 2e-6;
-/// Implicit GEMM (AVX-512), per core, at full tiles (8 output channels, 16 kept lanes).
-const IGEMM_MACS: f64 = 50e9;
-/// Outputs per second and core that the implicit GEMM's tiles store: one vector per 16
-/// outputs after `k` multiply-adds, which is its cost when `k` is short. Criterion on a
-/// 1 → 32 channel 3×3 layer on 28×28 (`k` = 9): implicit GEMM 10.9 µs, channel tile 8.5
-/// µs; with this term the model ranks them so (the rate is the channel tile's
-/// [`TRANSPOSE`]: both write every output once).
-const IGEMM_STORE: f64 = 16e9;
-/// Floats per second and core through a Winograd transform (input or output tiles).
-const WINOGRAD_TRANSFORM: f64 = 4e9;
-/// Transformed weights per second and core (16 per input × output channel). Criterion
-/// measured 0.9 G/s on weights already in cache; in the server a request's weights were
-/// just parsed and the 16/9 larger result is written out, and a 256-channel 14×14 layer
-/// ran 1.4–2.2 ms by Winograd against 1.35 ms by the implicit GEMM.
-const WINOGRAD_WEIGHTS: f64 = 0.6e9;
-/// Channel tile (AVX-512), per core, at full tiles (64 output channels, 6 positions).
-/// Fitted on the few-channel layers it is for (stems from 1 and 3 channels, 3×3 at 16
-/// channels): there the implicit GEMM's own estimate is optimistic, as its 16-position
-/// tiles store as many vectors as they do multiply-adds over a short `k`.
-const CHANTILE_MACS: f64 = 60e9;
-/// Outputs per second and core transposed from the channel tile's rows into NCHW.
-const TRANSPOSE: f64 = 16e9;
-/// Outputs per second and core of the row Winograd's partial rows: four per output pair
-/// stored by the tiles and reloaded to combine (on ResNet's stem its combine with the
-/// transposes took 0.25 ms a thread against the channel tile's 0.2 ms of transposes).
-const ROW_WINOGRAD_COMBINE: f64 = 8e9;
-/// The row Winograd competes only where its estimate is below this fraction of the
-/// channel tile's: its model has more terms, and where it called the two even (CIFAR's
-/// 16-channel 3×3 on 32×32) the channel tile measured faster (server 0.043 against 0.049
-/// ms).
-const ROW_WINOGRAD_MARGIN: f64 = 0.85;
-/// Transformed inputs per second and core written by the row Winograd (measured on
-/// ResNet's stem: 584 K floats in 44 µs).
-const ROW_WINOGRAD_TRANSFORM: f64 = 12e9;
-/// The implicit row Winograd's tile, per core: products (lanes × points) per second.
-/// Its 6 × 4 accumulators reach 82 % of the FMA ceiling where the implicit GEMM's reach
-/// 99 % (the points' weights are formed with adds inside the tile): one thread on
-/// ResNet's 512-channel 7×7, 100.7 M lane products in 2.2 ms (46 G/s). Set below that
-/// so that 3×3/2 layers, where it saves 1/6 of the products, stay on the implicit GEMM
-/// (measured 1.31 against 1.23 ms at 128 channels on 56×56).
-const IGWINO_MACS: f64 = 40e9;
-/// Packed weights per second and core ([`super::igwino::packed_floats`]; perf on a
-/// dilated 3×3 at 128 channels: 203 K floats in about 0.1 ms).
-const IGWINO_PACK: f64 = 2e9;
-/// The implicit row Winograd's fixed cost per call, seconds of one core: a fork-join
-/// more than the implicit GEMM (transform, then tiles; and the packing) and its buffers.
-/// Fitted on small layers no issue names, where it lost: CIFAR's 32-channel 3×3 on 16×16
-/// took 65 µs against the implicit GEMM's 44, its 64-channel 3×3 on 8×8 65 against 49.
-const IGWINO_CALL: f64 = 25e-6;
 /// Largest `c_in/groups` for the channel tile (few input channels: stems, first layers).
 const CHANTILE_MAX_CPG: usize = 16;
 /// Largest `c_in/groups · k_h · k_w` for the channel tile: its weight panel (`k` × 64
@@ -188,19 +134,18 @@ const CHANTILE_MAX_CPG: usize = 16;
 /// Deeper layers measured slower than the implicit GEMM (3×3/2 from 64 channels: 0.90
 /// against 0.69 ms).
 const CHANTILE_MAX_K: usize = 160;
-/// Direct in-place kernel, stride 1, full tiles (`out_w` ≥ its 128-wide tile).
-const DIRECT_WIDE_MACS: f64 = 16e9;
-/// Direct in-place kernel on rows narrower than a tile (short, variable-length tiles).
-const DIRECT_NARROW_MACS: f64 = 5e9;
-/// Direct in-place kernel at horizontal stride > 1 (scalar gathers).
-const DIRECT_STRIDED_MACS: f64 = 2e9;
-/// Phased kernel with full tiles.
-const PHASED_MACS: f64 = 14e9;
 /// Tile width (AVX-512) the in-place kernel needs for its fast path.
 const DIRECT_TILE: usize = 128;
 
-/// Estimated seconds on one core for `algo` on `g`, or None if it cannot run it.
+/// Estimated seconds on one core of this CPU for `algo` on `g`, or None if it cannot run
+/// it.
 pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
+    estimate_on(algo, g, rates::detected())
+}
+
+/// Estimated seconds on one core with the rates `r` for `algo` on `g`, or None if it
+/// cannot run it.
+pub fn estimate_on(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> Option<f64> {
     if !algo.supports(g) || algo == Conv2dAlgo::Separable {
         return None;
     }
@@ -219,19 +164,22 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             } else {
                 n * g.c_in as f64 * pixels
             };
-            macs / (GEMM_MACS * m_eff) + gather / GATHER + calls * GEMM_CALL
+            macs / (r.gemm_macs * m_eff) + gather / r.gather + calls * r.gemm_call
         }
         Conv2dAlgo::GemmIm2col => {
             let gather = n * g.groups as f64 * k * pixels;
-            macs / (GEMM_MACS * m_eff) + gather / GATHER + n * padded / PAD + calls * GEMM_CALL
+            macs / (r.gemm_macs * m_eff)
+                + gather / r.gather
+                + n * padded / r.pad
+                + calls * r.gemm_call
         }
         Conv2dAlgo::Direct => {
             let rate = if g.stride[1] > 1 {
-                DIRECT_STRIDED_MACS
+                r.direct_strided_macs
             } else if g.out_w >= DIRECT_TILE {
-                DIRECT_WIDE_MACS
+                r.direct_wide_macs
             } else {
-                DIRECT_NARROW_MACS
+                r.direct_narrow_macs
             };
             macs / rate
         }
@@ -239,7 +187,7 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             let lanes = pixels / (16 * super::igemm::vector_count(g)) as f64;
             let rows = opg as f64 / opg.next_multiple_of(8) as f64;
             let outputs = n * g.c_out as f64 * pixels;
-            macs / (IGEMM_MACS * lanes * rows) + n * padded / PAD + outputs / IGEMM_STORE
+            macs / (r.igemm_macs * lanes * rows) + n * padded / r.pad + outputs / r.igemm_store
         }
         Conv2dAlgo::Winograd => {
             let tiles = n * (g.out_h.div_ceil(2) * g.out_w.div_ceil(2)) as f64;
@@ -248,16 +196,16 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             let nt = super::winograd::block_rows(g) * g.out_w.div_ceil(2);
             let lanes = nt as f64 / nt.next_multiple_of(16) as f64;
             let (ci, co) = (g.c_in as f64, g.c_out as f64);
-            let gemm = 16.0 * co * ci * tiles / (IGEMM_MACS * 0.9 * rows * lanes);
-            let transforms = 16.0 * tiles * (ci + co) / WINOGRAD_TRANSFORM;
-            let weights = 16.0 * ci * co / WINOGRAD_WEIGHTS;
-            gemm + transforms + weights + n * padded / PAD
+            let gemm = 16.0 * co * ci * tiles / (r.igemm_macs * 0.9 * rows * lanes);
+            let transforms = 16.0 * tiles * (ci + co) / r.winograd_transform;
+            let weights = 16.0 * ci * co / r.winograd_weights;
+            gemm + transforms + weights + n * padded / r.pad
         }
         Conv2dAlgo::ChannelTile => {
             let chans = opg as f64 / opg.next_multiple_of(16) as f64;
             let cols = g.out_w as f64 / super::chantile::computed_width(g.out_w) as f64;
             let outputs = n * g.c_out as f64 * pixels;
-            macs / (CHANTILE_MACS * chans * cols) + n * padded / PAD + outputs / TRANSPOSE
+            macs / (r.chantile_macs * chans * cols) + n * padded / r.pad + outputs / r.transpose
         }
         Conv2dAlgo::ChannelWinograd => {
             let chans = opg as f64 / opg.next_multiple_of(16) as f64;
@@ -275,12 +223,12 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             let pairs = super::chanwino::computed_pairs(g.out_w).next_multiple_of(16);
             let transformed = n * (g.c_in * rows * slots * pairs) as f64;
             let weights = (g.c_out * cpg * g.k_h * slots) as f64;
-            products / (CHANTILE_MACS * chans)
-                + n * padded / PAD
-                + outputs / TRANSPOSE
-                + outputs / ROW_WINOGRAD_COMBINE
-                + transformed / ROW_WINOGRAD_TRANSFORM
-                + weights / WINOGRAD_WEIGHTS
+            products / (r.chantile_macs * chans)
+                + n * padded / r.pad
+                + outputs / r.transpose
+                + outputs / r.row_winograd_combine
+                + transformed / r.row_winograd_transform
+                + weights / r.winograd_weights
         }
         Conv2dAlgo::ImplicitWinograd => {
             // Every output channel (panels of MR) × kernel-row point × vector of pairs.
@@ -291,12 +239,12 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
                 * (16 * super::igwino::vector_count(g)) as f64;
             let transformed = n * super::igwino::planes_floats(g) as f64;
             let outputs = n * g.c_out as f64 * pixels;
-            lane_macs / (IGWINO_MACS * rows)
-                + transformed / ROW_WINOGRAD_TRANSFORM
-                + n * padded / PAD
-                + outputs / IGEMM_STORE
-                + super::igwino::packed_floats(g) as f64 / IGWINO_PACK
-                + IGWINO_CALL
+            lane_macs / (r.igwino_macs * rows)
+                + transformed / r.row_winograd_transform
+                + n * padded / r.pad
+                + outputs / r.igemm_store
+                + super::igwino::packed_floats(g) as f64 / r.igwino_pack
+                + r.igwino_call
         }
         Conv2dAlgo::Phased => {
             let tile = [16, 32, 64]
@@ -311,7 +259,7 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
             } else {
                 n * g.c_out as f64 * cpg as f64 * padded / g.c_in as f64
             };
-            macs / (PHASED_MACS * util) + copies / PAD
+            macs / (r.phased_macs * util) + copies / r.pad
         }
         Conv2dAlgo::Separable => unreachable!("excluded above"),
     })
@@ -327,13 +275,13 @@ pub fn estimate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> Option<f64> {
 ///   ([`CHANTILE_MAX_CPG`], [`CHANTILE_MAX_K`]); the row Winograd likewise, its panel
 ///   being one point's weights (AlexNet's 11×11/4 stem: 132 vectors, where the channel
 ///   tile's 363 are not near L1), and only where the model has it clearly ahead of the
-///   channel tile it is a variant of ([`ROW_WINOGRAD_MARGIN`]);
+///   channel tile it is a variant of ([`Rates::row_winograd_margin`]);
 /// - the implicit GEMM over kernel rows as 1-D Winograd only where one image's transformed
 ///   planes, its workspace, fit [`super::igwino::MAX_PLANES_BYTES`], and for kernels of
 ///   two rows or more: each transformed input row feeds `k_h` kernel rows, and at `k_h =
 ///   1` the transforms cost what the products save (Inception's 1×7 at 128 channels on
 ///   17×17: 0.34–0.37 ms against the implicit GEMM's 0.32).
-fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
+fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
         Conv2dAlgo::ImplicitGemm => !(super::gemm::pointwise_ok(g) && g.stride == [1, 1]),
@@ -344,8 +292,11 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
         Conv2dAlgo::ChannelWinograd => {
             g.c_in / g.groups <= CHANTILE_MAX_CPG
                 && super::chanwino::longest_point(g) <= CHANTILE_MAX_K
-                && match (estimate(algo, g), estimate(Conv2dAlgo::ChannelTile, g)) {
-                    (Some(rows), Some(tile)) => rows < ROW_WINOGRAD_MARGIN * tile,
+                && match (
+                    estimate_on(algo, g, r),
+                    estimate_on(Conv2dAlgo::ChannelTile, g, r),
+                ) {
+                    (Some(rows), Some(tile)) => rows < r.row_winograd_margin * tile,
                     _ => false,
                 }
         }
@@ -358,12 +309,19 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry) -> bool {
     }
 }
 
-/// The plan for `g` from its shape alone: the candidate with the lowest estimate.
+/// The plan for `g` from its shape alone, on this CPU: the candidate with the lowest
+/// estimate.
 pub fn plan(g: &Conv2dGeometry) -> Conv2dPlan {
+    plan_on(g, rates::detected())
+}
+
+/// The plan for `g` from its shape alone with the rates `r`: the candidate with the lowest
+/// estimate.
+pub fn plan_on(g: &Conv2dGeometry, r: &Rates) -> Conv2dPlan {
     let mut est: Vec<(Conv2dAlgo, f64)> = Conv2dAlgo::ALL
         .into_iter()
-        .filter(|&a| candidate(a, g))
-        .filter_map(|a| estimate(a, g).map(|t| (a, t)))
+        .filter(|&a| candidate(a, g, r))
+        .filter_map(|a| estimate_on(a, g, r).map(|t| (a, t)))
         .collect();
     est.sort_by(|a, b| a.1.total_cmp(&b.1));
     let algorithm = est[0].0;
@@ -530,56 +488,131 @@ mod tests {
             };
             Conv2dGeometry::new(input, weight, None, &p).unwrap()
         };
+        // (layer, its algorithm with Zen 4's rates, with Zen 5's). On Zen 5's 512-bit
+        // FMA pipes the implicit GEMM doubled its speed and the others gained less, so
+        // it also takes the deep layers and the short-row first layers there (criterion,
+        // 2 threads: ResNet's 256-channel 3×3 on 14×14 0.59 ms against the implicit row
+        // Winograd's 0.76; VGG's first layer 0.64–0.76 against the channel tile's
+        // 1.0–1.3).
         let cases = [
             // image filters: one output per group on wide rows
-            (geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1), Direct),
-            (geom([1, 3, 1080, 1920], [1, 3, 3, 3], 1, 0, 1), Direct),
-            (geom([1, 3, 1080, 1920], [3, 1, 5, 5], 1, 2, 3), Direct),
+            (
+                geom([1, 1, 1080, 1920], [1, 1, 3, 3], 1, 1, 1),
+                Direct,
+                Direct,
+            ),
+            (
+                geom([1, 3, 1080, 1920], [1, 3, 3, 3], 1, 0, 1),
+                Direct,
+                Direct,
+            ),
+            (
+                geom([1, 3, 1080, 1920], [3, 1, 5, 5], 1, 2, 3),
+                Direct,
+                Direct,
+            ),
             // CNN layers
             // stems with long kernel rows: the row Winograd
-            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), rows),
-            (geom([1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1), rows),
-            (geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1), winograd),
-            (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), deep),
-            (geom([1, 256, 14, 14], [256, 256, 3, 3], 1, 1, 1), deep),
-            (geom([1, 96, 27, 27], [256, 48, 5, 5], 1, 2, 2), deep),
-            (dilated([1, 128, 32, 32], [128, 128, 3, 3], 4), deep),
-            (dilated([1, 256, 28, 28], [256, 256, 3, 3], 2), deep),
+            (geom([1, 3, 224, 224], [64, 3, 7, 7], 2, 3, 1), rows, rows),
+            (geom([1, 3, 224, 224], [64, 3, 11, 11], 4, 2, 1), rows, rows),
+            (
+                geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1),
+                winograd,
+                winograd,
+            ),
+            (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), deep, gemm),
+            (
+                geom([1, 256, 14, 14], [256, 256, 3, 3], 1, 1, 1),
+                deep,
+                gemm,
+            ),
+            (geom([1, 96, 27, 27], [256, 48, 5, 5], 1, 2, 2), deep, gemm),
+            (dilated([1, 128, 32, 32], [128, 128, 3, 3], 4), deep, gemm),
+            (dilated([1, 256, 28, 28], [256, 256, 3, 3], 2), deep, gemm),
             // small planes, where its fixed costs (a fork-join more, the packing) weigh:
             // CIFAR's 3×3 at 32 channels on 16×16 and 64 on 8×8, and a one-row 1×7
-            (geom([1, 32, 16, 16], [32, 32, 3, 3], 1, 1, 1), gemm),
-            (geom([1, 64, 8, 8], [64, 64, 3, 3], 1, 1, 1), gemm),
-            (geom([1, 128, 17, 17], [128, 128, 1, 7], 1, 0, 1), gemm),
+            (geom([1, 32, 16, 16], [32, 32, 3, 3], 1, 1, 1), gemm, gemm),
+            (geom([1, 64, 8, 8], [64, 64, 3, 3], 1, 1, 1), gemm, gemm),
+            (
+                geom([1, 128, 17, 17], [128, 128, 1, 7], 1, 0, 1),
+                gemm,
+                gemm,
+            ),
             // 3×3/2: 15 products per pair for 18 do not pay the transforms
-            (geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1), gemm),
-            (geom([1, 64, 56, 56], [128, 64, 3, 3], 2, 1, 1), gemm),
+            (
+                geom([1, 128, 56, 56], [128, 128, 3, 3], 2, 1, 1),
+                gemm,
+                gemm,
+            ),
+            (geom([1, 64, 56, 56], [128, 64, 3, 3], 2, 1, 1), gemm, gemm),
             // U-Net's 224×224 planes: Winograd (and past the row Winograd's workspace)
-            (geom([1, 32, 224, 224], [32, 32, 3, 3], 1, 1, 1), winograd),
+            (
+                geom([1, 32, 224, 224], [32, 32, 3, 3], 1, 1, 1),
+                winograd,
+                winograd,
+            ),
             (
                 geom([1, 64, 56, 56], [256, 64, 1, 1], 1, 0, 1),
+                GemmPointwise,
                 GemmPointwise,
             ),
             (
                 geom([1, 256, 56, 56], [512, 256, 1, 1], 2, 0, 1),
                 GemmPointwise,
+                GemmPointwise,
             ),
-            (geom([1, 144, 56, 56], [144, 1, 3, 3], 1, 1, 144), Phased),
+            (
+                geom([1, 144, 56, 56], [144, 1, 3, 3], 1, 1, 144),
+                Phased,
+                Phased,
+            ),
             // first layers on RGB with short kernels: the channel tile (the row Winograd's
-            // partial rows cost what its products save)
-            (geom([1, 3, 224, 224], [64, 3, 3, 3], 1, 1, 1), chantile),
-            (geom([1, 3, 224, 224], [32, 3, 3, 3], 2, 1, 1), chantile),
+            // partial rows cost what its products save); on Zen 5 its transposes into
+            // 16 planes at a time did not speed up, and the implicit GEMM wins
+            (
+                geom([1, 3, 224, 224], [64, 3, 3, 3], 1, 1, 1),
+                chantile,
+                gemm,
+            ),
+            (
+                geom([1, 3, 224, 224], [32, 3, 3, 3], 2, 1, 1),
+                chantile,
+                gemm,
+            ),
             // CIFAR's 16-channel 3×3 on 32×32: the row Winograd's transforms and weights
             // cost more than its products save (server: 0.049 against 0.043 ms)
-            (geom([1, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1), chantile),
-            (geom([1, 3, 416, 416], [16, 3, 3, 3], 1, 1, 1), chantile),
-            (geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96), Phased),
+            (
+                geom([1, 16, 32, 32], [16, 16, 3, 3], 1, 1, 1),
+                chantile,
+                gemm,
+            ),
+            (
+                geom([1, 3, 416, 416], [16, 3, 3, 3], 1, 1, 1),
+                chantile,
+                gemm,
+            ),
+            (
+                geom([1, 96, 112, 112], [96, 1, 3, 3], 2, 1, 96),
+                Phased,
+                Phased,
+            ),
             // one input channel, short k: the implicit GEMM's stores would dominate
-            (geom([1, 1, 28, 28], [32, 1, 3, 3], 1, 1, 1), chantile),
+            (geom([1, 1, 28, 28], [32, 1, 3, 3], 1, 1, 1), chantile, gemm),
         ];
-        for (g, want) in cases {
-            let p = plan(&g);
-            assert_eq!(p.algorithm, want, "{g:?}: {}", p.reason);
+        for (g, zen4, zen5) in cases {
+            for (r, want) in [(&rates::ZEN4, zen4), (&rates::ZEN5, zen5)] {
+                let p = plan_on(&g, r);
+                assert_eq!(p.algorithm, want, "{}, {g:?}: {}", r.name, p.reason);
+            }
         }
+    }
+
+    #[test]
+    fn this_cpu_is_planned_with_its_class_of_rates() {
+        let r = rates::detected();
+        let g = geom([1, 256, 14, 14], [256, 256, 3, 3], 1, 1, 1);
+        assert_eq!(plan(&g), plan_on(&g, r));
+        assert!([rates::ZEN4.name, rates::ZEN5.name].contains(&r.name));
     }
 
     #[test]

@@ -390,7 +390,17 @@ async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timin
     // kernel rows as 1-D Winograd for long rows), deeper strided layers a GEMM reading
     // the padded planes in place, and deep 3×3 on small planes that GEMM over vectors of
     // output pairs with kernel rows as 1-D Winograd; elsewhere all gather im2col blocks.
-    let (gemm, stem, rows, deep) = if convd::conv::igemm::available() {
+    // On Zen 5's 512-bit FMA pipes the GEMM reading the planes in place gains most, and
+    // runs the short-row stem and the deep 3×3 too (the plan's rates per CPU).
+    let zen5 = convd::conv::plan::rates::detected() == &convd::conv::plan::rates::ZEN5;
+    let (gemm, stem, rows, deep) = if convd::conv::igemm::available() && zen5 {
+        (
+            "implicit_gemm",
+            "implicit_gemm",
+            "channel_winograd",
+            "implicit_gemm",
+        )
+    } else if convd::conv::igemm::available() {
         (
             "implicit_gemm",
             "channel_tile",
