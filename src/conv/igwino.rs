@@ -24,18 +24,24 @@
 //! floats with one permute, and a vector's 32 outputs are still consecutive columns
 //! ([`interleave`]).
 //!
-//! **The tile** is [`MR`] output channels × the 4 points' sums `M₀ … M₃` over one vector
-//! of 16 pairs (24 accumulators, `M₁` started at the bias, which thus enters both
-//! outputs). Per (channel, kernel row, chunk) it loads the chunk's transformed vectors and
-//! multiplies them by the points' weights (`g₀`, `g₀ + g₂ ± g₁`, `g₂`; the halving of
-//! points 1 and 2 is in the input transform, exact). Where a plane has
-//! [`PACK_MIN_VECTORS`] or more, the weights are packed per panel once per call
-//! ([`pack`]) and the tile is FMAs with embedded broadcasts only; on fewer (a 7×7 plane's
-//! 9.4 MB of weights are used by 2 vectors) the tile broadcasts each output channel's 1–3
-//! weights in place and forms the sums with adds (on Zen 4's add pipes beside the FMAs),
-//! so a request's weights are never rewritten. At the end it combines `y₀ = M₀ + M₁ + M₂`,
-//! `y₁ = M₁ − M₂ − M₃`, interleaves them into 32 outputs, and stores them (compressed past
-//! `out_w` when a row's last pair is short).
+//! **The tiles.** Where a plane has [`PACK_MIN_VECTORS`] or more, the points' weights
+//! (`g₀`, `g₀ + g₂ ± g₁`, `g₂`; the halving of points 1 and 2 is in the input transform,
+//! exact) are packed per panel once per call ([`pack`]), and [`tile_passes`] sums the
+//! points one after the other over up to 4 consecutive vectors: each pass is a GEMM tile
+//! of [`MR`] output channels × 4 vectors (one broadcast weight feeds 4 FMAs, one loaded
+//! vector 6), 10 loads per 24 FMAs. On fewer vectors (a 7×7 plane's 9.4 MB of weights are
+//! used by 2 vectors) packing would cost more than it saves: [`tile`] keeps `MR` output
+//! channels × the 4 points' sums `M₀ … M₃` over one vector (24 accumulators), broadcasts
+//! each output channel's 1–3 weights in place and forms the sums with adds (on Zen 4's add
+//! pipes beside the FMAs), so a request's weights are never rewritten. Either way `M₁`
+//! starts at the bias (which thus enters both outputs), and at the end a tile combines `y₀
+//! = M₀ + M₁ + M₂`, `y₁ = M₁ − M₂ − M₃`, interleaves them into 32 outputs, and stores them
+//! (compressed past `out_w` when a row's last pair is short).
+//!
+//! Summing the four points of one vector together from packed weights (each weight used
+//! by one FMA: 28 loads per 24 FMAs) ran at 97 % of Zen 4's FMA ceiling but only about 60
+//! % of Zen 5's, whose 512-bit FMA pipes issue twice as many; one point at a time took a
+//! dilated 3×3 at 256 channels on 28×28 from 2.35 to 1.94 ms there (2 threads).
 //!
 //! **Exactness.** As [`super::chanwino`]: an output over zeros is exactly zero, on small
 //! integers every step is exact, and elsewhere the property test checks the fixtures'
@@ -60,8 +66,9 @@ use super::igemm::OutPtr;
 use super::params::Conv2dGeometry;
 use super::phase::PhaseLayout;
 use super::{CancelToken, Cancelled};
+use tiles::{tile, tile_passes};
 
-/// Output channels per register tile (× 4 points = 24 accumulators).
+/// Output channels per register tile (× 4 points or 4 vectors = 24 accumulators).
 pub(crate) const MR: usize = 6;
 /// Weight bytes per task above which output channels run in the outer loop.
 const A_RESIDENT: usize = 256 << 10;
@@ -70,11 +77,12 @@ const TASKS_PER_THREAD: usize = 4;
 /// Smallest task worth scheduling, in multiply-adds of the direct sum.
 const MIN_TASK_MACS: usize = 1 << 18;
 /// Vectors per output plane from which the points' weights are formed once per call,
-/// packed per panel (`[entry][point][MR]`), instead of by adds inside every tile: the
-/// tile then issues only FMAs (perf, one thread, a dilated 3×3 at 128 channels on 32×32,
-/// 32 vectors: the tile at 97 % of the FMA ceiling, against about 82 % with the adds),
-/// and the pass writes `4/3` of the weights once, which on a 7×7 plane (2 vectors, 9.4
-/// MB of weights at 512 channels) would cost more than it saves.
+/// packed per panel (`[point][entry][MR]`), instead of by adds inside every tile: the
+/// tile then issues only FMAs (perf, one thread on Zen 4, a dilated 3×3 at 128 channels
+/// on 32×32, 32 vectors: the tile at 97 % of the FMA ceiling, against about 82 % with the
+/// adds), and the pass writes `4/3` of the weights once, which on a 7×7 plane (2 vectors,
+/// 9.4 MB of weights at 512 channels) would cost more than it saves (on Zen 5 packing
+/// from 1 vector took ResNet's 512-channel 7×7 from 0.76 to 2.3 ms).
 const PACK_MIN_VECTORS: usize = 8;
 /// Largest transformed image the plan gives this algorithm (its workspace).
 pub const MAX_PLANES_BYTES: usize = 8 << 20;
@@ -259,6 +267,21 @@ fn interleave(d: usize) -> [i32; 32] {
     std::array::from_fn(|z| ((z / d % 2) * 16 + z / (2 * d) * d + z % d) as i32)
 }
 
+/// `list` in runs of at most `width` consecutive vectors (each `src` 16 past the last).
+fn runs(list: &[Vector], width: usize) -> Vec<&[Vector]> {
+    let mut out = Vec::new();
+    let mut rest = list;
+    while !rest.is_empty() {
+        let n = (1..rest.len().min(width))
+            .find(|&i| rest[i].src != rest[i - 1].src + 16)
+            .unwrap_or(rest.len().min(width));
+        let (run, tail) = rest.split_at(n);
+        out.push(run);
+        rest = tail;
+    }
+    out
+}
+
 thread_local! {
     /// Per-thread padded row for the transforms.
     static PADDED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -344,45 +367,56 @@ pub fn conv2d_igwino(
                 if cancel.is_cancelled() {
                     return Err(Cancelled);
                 }
-                let run = |panel: usize, at: usize| {
-                    let v = &list[at];
+                let run = |panel: usize, vecs: &[Vector]| {
                     let (o_first, o0) = (t.group * opg, panel * MR);
                     let rows = (opg - o0).min(MR);
                     let out_img = base.at((img * g.c_out + o_first + o0) * p_len);
-                    let src = &all[t.group * group_len + v.src as usize..];
-                    // SAFETY: AVX-512F is present (`supports`). Every load is below
-                    // `v.src + reach` of the group's planes, inside `all` (asserted
-                    // above, with the slack); the weights of rows `o0 .. o0 + rows` are
-                    // whole rows of `k`, and each entry reads columns `woff + i·s_w`
-                    // inside its kernel row; the stores go to rows `o0 .. o0 + rows` of
-                    // this image and group at the outputs the vector keeps, which tile
-                    // the plane (`vectors`), and tasks own disjoint (panel, vector) pairs.
+                    let src = &all[t.group * group_len + vecs[0].src as usize..];
+                    let args = TileArgs {
+                        w: &wt[(o_first + o0) * k..(o_first + o0 + rows) * k],
+                        k,
+                        bias: &bias[o_first + o0..o_first + o0 + rows],
+                        by_taps: &by_taps,
+                        packed: packed
+                            .as_ref()
+                            .map(|p| &p[(t.group * panels + panel) * per_panel..][..per_panel]),
+                        s: g.stride[1],
+                        ss: planes.ss,
+                        src: src.as_ptr(),
+                        vecs,
+                        inter: &inter,
+                        out: out_img.0,
+                        ldo: p_len,
+                    };
+                    // SAFETY: AVX-512F is present (`supports`). `vecs` are consecutive
+                    // (`runs`), so every load is below the last one's `src + reach` of
+                    // the group's planes, inside `all` (asserted above, with the slack);
+                    // the weights of rows `o0 .. o0 + rows` are whole rows of `k`, and
+                    // each entry reads columns `woff + i·s_w` inside its kernel row; the
+                    // stores go to rows `o0 .. o0 + rows` of this image and group at the
+                    // outputs the vectors keep, which tile the plane (`vectors`), and
+                    // tasks own disjoint (panel, vector) pairs.
                     unsafe {
-                        tile(&TileArgs {
-                            w: &wt[(o_first + o0) * k..(o_first + o0 + rows) * k],
-                            k,
-                            bias: &bias[o_first + o0..o_first + o0 + rows],
-                            by_taps: &by_taps,
-                            packed: packed
-                                .as_ref()
-                                .map(|p| &p[(t.group * panels + panel) * per_panel..][..per_panel]),
-                            s: g.stride[1],
-                            ss: planes.ss,
-                            src: src.as_ptr(),
-                            halves: v.halves,
-                            inter: &inter,
-                            out: out_img.0,
-                            ldo: p_len,
-                        });
+                        match (args.packed.is_some(), vecs.len()) {
+                            (false, _) => tile(&args),
+                            (true, 1) => tile_passes::<1>(&args),
+                            (true, 2) => tile_passes::<2>(&args),
+                            (true, 3) => tile_passes::<3>(&args),
+                            (true, _) => tile_passes::<4>(&args),
+                        }
                     }
                 };
+                let runs = runs(
+                    &list[t.vectors.clone()],
+                    if packed.is_some() { 4 } else { 1 },
+                );
                 if t.a_outer {
                     for panel in t.panels.clone() {
-                        t.vectors.clone().for_each(|at| run(panel, at));
+                        runs.iter().for_each(|vecs| run(panel, vecs));
                     }
                 } else {
-                    for at in t.vectors.clone() {
-                        t.panels.clone().for_each(|panel| run(panel, at));
+                    for vecs in &runs {
+                        t.panels.clone().for_each(|panel| run(panel, vecs));
                     }
                 }
                 Ok(())
@@ -405,12 +439,27 @@ pub fn conv2d_igwino(
 }
 
 /// Points per entry of a chunk of 3, 2 and 1 columns in the packed weights (a single
-/// column's point 3 takes `−g₀`: the tile subtracts with the same weight).
-const PACKED_POINTS: [usize; 3] = [4, 3, 1];
+/// column's point 3 is `−g₀`, so that every pass only adds products).
+const PACKED_POINTS: [usize; 3] = [4, 3, 2];
 
-/// The points' weights of every panel, `[group][panel][entry][point][MR]` with the
-/// entries in the tile's order (3-, 2-, then 1-column chunks); rows past a panel's end
-/// repeat its last row. The same sums as the tile forms (`(g₀ + g₂) ± g₁`, `g₀ + g₁`).
+/// The slot of a chunk of `3 − i` columns that holds point `M_j`, if it has one: a
+/// three-column chunk has all four points; a two-column one `M₀, M₁, M₃` in slots 0–2 (no
+/// `M₂`); a single column `M₀` and `M₃` in slots 0 and 1.
+fn point_slot(i: usize, j: usize) -> Option<usize> {
+    match (i, j) {
+        (0, _) => Some(j),
+        (1, 0 | 1) | (2, 0) => Some(j),
+        (1, 3) => Some(2),
+        (2, 3) => Some(1),
+        _ => None,
+    }
+}
+
+/// The points' weights of every panel, `[group][panel][point][entry][MR]`: per point
+/// `M₀ … M₃`, the entries that have it in the tile's order (3-, 2-, then 1-column chunks;
+/// [`point_slot`]); rows past a panel's end repeat its last row. The same sums as the
+/// unpacked tile forms (`(g₀ + g₂) ± g₁`, `g₀ + g₁`), and a single column's `M₃` weight
+/// negated (its `y₁` takes `−g₀·x₁`).
 fn pack(g: &Conv2dGeometry, wt: &[f32], by_taps: &[Vec<Entry>; 3], panels: usize) -> Vec<f32> {
     let (opg, k, s) = (
         g.c_out / g.groups,
@@ -437,24 +486,29 @@ fn pack(g: &Conv2dGeometry, wt: &[f32], by_taps: &[Vec<Entry>; 3], panels: usize
             let (grp, o0) = (gp / panels, gp % panels * MR);
             let rows = (opg - o0).min(MR);
             let mut at = 0;
-            for (i, list) in by_taps.iter().enumerate() {
-                for e in list {
-                    for r in 0..MR {
-                        let w = &wt[(grp * opg + o0 + r.min(rows - 1)) * k + e.woff as usize..];
-                        let d = &mut dst[at + r..];
-                        match i {
-                            0 => {
-                                let (g0, g1, g2) = (w[0], w[s], w[2 * s]);
-                                let sum = g0 + g2;
-                                (d[0], d[MR], d[2 * MR], d[3 * MR]) = (g0, sum + g1, sum - g1, g2);
-                            }
-                            1 => (d[0], d[MR], d[2 * MR]) = (w[0], w[0] + w[s], w[s]),
-                            _ => d[0] = w[0],
-                        }
+            for j in 0..4 {
+                for (i, list) in by_taps.iter().enumerate() {
+                    if point_slot(i, j).is_none() {
+                        continue;
                     }
-                    at += PACKED_POINTS[i] * MR;
+                    for e in list {
+                        for (r, d) in dst[at..at + MR].iter_mut().enumerate() {
+                            let w = &wt[(grp * opg + o0 + r.min(rows - 1)) * k + e.woff as usize..];
+                            *d = match (i, j) {
+                                (0, 0) | (1, 0) | (2, 0) => w[0],
+                                (0, 1) => (w[0] + w[2 * s]) + w[s],
+                                (0, 2) => (w[0] + w[2 * s]) - w[s],
+                                (0, _) => w[2 * s],
+                                (1, 1) => w[0] + w[s],
+                                (1, _) => w[s],
+                                _ => -w[0],
+                            };
+                        }
+                        at += MR;
+                    }
                 }
             }
+            debug_assert_eq!(at, per_panel);
         });
     packed
 }
@@ -566,9 +620,10 @@ struct TileArgs<'a> {
     s: usize,
     /// Floats between a chunk's slot planes.
     ss: usize,
-    /// The group's planes at the vector's first position.
+    /// The group's planes at the first vector's position.
     src: *const f32,
-    halves: [(u32, u16); 2],
+    /// The vectors: one for [`tile`], 1–4 consecutive ones for [`tile_passes`].
+    vecs: &'a [Vector],
     /// The outputs' order ([`interleave`]).
     inter: &'a [i32; 32],
     /// Row 0's output plane; row `r` at `out + r·ldo`.
@@ -576,179 +631,7 @@ struct TileArgs<'a> {
     ldo: usize,
 }
 
-/// One register tile: rows `0 .. rows` of the output at the 32 outputs of one vector of
-/// pairs.
-///
-/// # Safety
-/// AVX-512F must be present; every `src + koff + j·ss + lane` (16 lanes, `j` below the
-/// chunk's points) must be readable, and `out + r·ldo + dst ..[..popcount(mask)]`
-/// writable for each row and half.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn tile(t: &TileArgs<'_>) {
-    use std::arch::x86_64::*;
-    let rows = t.bias.len();
-    assert!((1..=MR).contains(&rows) && t.w.len() == rows * t.k);
-    let (s, ss) = (t.s, t.ss);
-    // Rows past `rows` repeat the last one (computed, never stored).
-    let wr: [*const f32; MR] = std::array::from_fn(|r| t.w[r.min(rows - 1) * t.k..].as_ptr());
-    let zero = _mm512_setzero_ps();
-    let mut acc: [[__m512; 4]; MR] =
-        std::array::from_fn(|r| [zero, _mm512_set1_ps(t.bias[r.min(rows - 1)]), zero, zero]);
-    // SAFETY (whole body): the caller guarantees the plane loads and output stores are in
-    // bounds; weight reads are at `woff + i·s` < k of a row (the chunk's columns).
-    unsafe {
-        // The weights are broadcast from memory in asm: written as intrinsics, LLVM turns
-        // `g₀ + g₂ ± g₁` of broadcasts into scalar adds and register broadcasts, which
-        // take the vector pipes the FMAs need (Zen 4 adds 512-bit vectors on pipes of
-        // their own). `s4` is the column stride in bytes.
-        let s4 = s * 4;
-        if let Some(pw) = t.packed {
-            let mut p = pw.as_ptr();
-            let w = |p: *const f32, i: usize| _mm512_set1_ps(*p.add(i));
-            for e in &t.by_taps[0] {
-                let d: [__m512; 4] = inputs(t.src, e, ss);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    for (j, dj) in d.iter().enumerate() {
-                        a[j] = _mm512_fmadd_ps(w(p, j * MR + r), *dj, a[j]);
-                    }
-                }
-                p = p.add(4 * MR);
-            }
-            for e in &t.by_taps[1] {
-                let d: [__m512; 3] = inputs(t.src, e, ss);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    a[0] = _mm512_fmadd_ps(w(p, r), d[0], a[0]);
-                    a[1] = _mm512_fmadd_ps(w(p, MR + r), d[1], a[1]);
-                    a[3] = _mm512_fmadd_ps(w(p, 2 * MR + r), d[2], a[3]);
-                }
-                p = p.add(3 * MR);
-            }
-            for e in &t.by_taps[2] {
-                let d: [__m512; 2] = inputs(t.src, e, ss);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let g0 = w(p, r);
-                    a[0] = _mm512_fmadd_ps(g0, d[0], a[0]);
-                    a[3] = _mm512_fnmadd_ps(g0, d[1], a[3]);
-                }
-                p = p.add(MR);
-            }
-            debug_assert_eq!(p, pw.as_ptr_range().end);
-        } else {
-            for e in &t.by_taps[0] {
-                let d: [__m512; 4] = inputs(t.src, e, ss);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    let p = wr[r].add(e.woff as usize);
-                    std::arch::asm!(
-                        "vbroadcastss {w0}, dword ptr [{p}]",
-                        "vfmadd231ps {a0}, {d0}, {w0}",
-                        "vaddps {t}, {w0}, dword ptr [{p} + {s4}*2]{{1to16}}",
-                        "vfmadd231ps {a3}, {d3}, dword ptr [{p} + {s4}*2]{{1to16}}",
-                        "vaddps {w0}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
-                        "vsubps {t}, {t}, dword ptr [{p} + {s4}]{{1to16}}",
-                        "vfmadd231ps {a1}, {d1}, {w0}",
-                        "vfmadd231ps {a2}, {d2}, {t}",
-                        w0 = out(zmm_reg) _,
-                        t = out(zmm_reg) _,
-                        a0 = inout(zmm_reg) a[0],
-                        a1 = inout(zmm_reg) a[1],
-                        a2 = inout(zmm_reg) a[2],
-                        a3 = inout(zmm_reg) a[3],
-                        d0 = in(zmm_reg) d[0],
-                        d1 = in(zmm_reg) d[1],
-                        d2 = in(zmm_reg) d[2],
-                        d3 = in(zmm_reg) d[3],
-                        p = in(reg) p,
-                        s4 = in(reg) s4,
-                        options(pure, readonly, nostack, preserves_flags),
-                    );
-                }
-            }
-            for e in &t.by_taps[1] {
-                let d: [__m512; 3] = inputs(t.src, e, ss);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    std::arch::asm!(
-                        "vbroadcastss {w0}, dword ptr [{p}]",
-                        "vfmadd231ps {a0}, {d0}, {w0}",
-                        "vaddps {w0}, {w0}, dword ptr [{p} + {s4}]{{1to16}}",
-                        "vfmadd231ps {a1}, {d1}, {w0}",
-                        "vfmadd231ps {a3}, {d2}, dword ptr [{p} + {s4}]{{1to16}}",
-                        w0 = out(zmm_reg) _,
-                        a0 = inout(zmm_reg) a[0],
-                        a1 = inout(zmm_reg) a[1],
-                        a3 = inout(zmm_reg) a[3],
-                        d0 = in(zmm_reg) d[0],
-                        d1 = in(zmm_reg) d[1],
-                        d2 = in(zmm_reg) d[2],
-                        p = in(reg) wr[r].add(e.woff as usize),
-                        s4 = in(reg) s4,
-                        options(pure, readonly, nostack, preserves_flags),
-                    );
-                }
-            }
-            for e in &t.by_taps[2] {
-                let d: [__m512; 2] = inputs(t.src, e, ss);
-                for (r, a) in acc.iter_mut().enumerate() {
-                    std::arch::asm!(
-                        "vfmadd231ps {a0}, {d0}, dword ptr [{p}]{{1to16}}",
-                        "vfnmadd231ps {a3}, {d1}, dword ptr [{p}]{{1to16}}",
-                        a0 = inout(zmm_reg) a[0],
-                        a3 = inout(zmm_reg) a[3],
-                        d0 = in(zmm_reg) d[0],
-                        d1 = in(zmm_reg) d[1],
-                        p = in(reg) wr[r].add(e.woff as usize),
-                        options(pure, readonly, nostack, preserves_flags),
-                    );
-                }
-            }
-        }
-        let lo = _mm512_loadu_si512(t.inter.as_ptr().cast());
-        let hi = _mm512_loadu_si512(t.inter[16..].as_ptr().cast());
-        for (r, [m0, m1, m2, m3]) in acc.iter().enumerate().take(rows) {
-            let y0 = _mm512_add_ps(_mm512_add_ps(*m0, *m1), *m2);
-            let y1 = _mm512_sub_ps(_mm512_sub_ps(*m1, *m2), *m3);
-            let parts = [
-                _mm512_permutex2var_ps(y0, lo, y1),
-                _mm512_permutex2var_ps(y0, hi, y1),
-            ];
-            let row = t.out.add(r * t.ldo);
-            for (&(dst, m), v) in t.halves.iter().zip(parts) {
-                let dst = row.add(dst as usize);
-                if m == 0 {
-                    continue;
-                } else if m & m.wrapping_add(1) == 0 {
-                    _mm512_mask_storeu_ps(dst, m, v);
-                } else {
-                    let kept = _mm512_maskz_compress_ps(m, v);
-                    _mm512_mask_storeu_ps(dst, ((1u32 << m.count_ones()) - 1) as u16, kept);
-                }
-            }
-        }
-    }
-}
-
-/// The `N` transformed vectors of entry `e`: its chunk's slots `0 .. N` at `src + koff`.
-///
-/// # Safety
-/// AVX-512F must be present; `src + koff + j·ss + lane` readable for `j < N`, 16 lanes.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn inputs<const N: usize>(
-    src: *const f32,
-    e: &Entry,
-    ss: usize,
-) -> [std::arch::x86_64::__m512; N] {
-    // SAFETY: as the contract.
-    std::array::from_fn(|j| unsafe {
-        std::arch::x86_64::_mm512_loadu_ps(src.add(e.koff as usize + j * ss))
-    })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-unsafe fn tile(_: &TileArgs<'_>) {
-    unreachable!("supports() is false off x86-64")
-}
+mod tiles;
 
 #[cfg(test)]
 mod tests;

@@ -239,10 +239,15 @@ pub fn estimate_on(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> Option<f6
                 * (16 * super::igwino::vector_count(g)) as f64;
             let transformed = n * super::igwino::planes_floats(g) as f64;
             let outputs = n * g.c_out as f64 * pixels;
-            lane_macs / (r.igwino_macs * rows)
+            let rate = if super::igwino::packed_floats(g) > 0 {
+                r.igwino_packed_macs
+            } else {
+                r.igwino_macs
+            };
+            lane_macs / (rate * rows)
                 + transformed / r.row_winograd_transform
                 + n * padded / r.pad
-                + outputs / r.igemm_store
+                + outputs / r.igwino_store
                 + super::igwino::packed_floats(g) as f64 / r.igwino_pack
                 + r.igwino_call
         }
@@ -526,9 +531,9 @@ mod tests {
                 deep,
                 gemm,
             ),
-            (geom([1, 96, 27, 27], [256, 48, 5, 5], 1, 2, 2), deep, gemm),
-            (dilated([1, 128, 32, 32], [128, 128, 3, 3], 4), deep, gemm),
-            (dilated([1, 256, 28, 28], [256, 256, 3, 3], 2), deep, gemm),
+            (geom([1, 96, 27, 27], [256, 48, 5, 5], 1, 2, 2), deep, deep),
+            (dilated([1, 128, 32, 32], [128, 128, 3, 3], 4), deep, deep),
+            (dilated([1, 256, 28, 28], [256, 256, 3, 3], 2), deep, deep),
             // small planes, where its fixed costs (a fork-join more, the packing) weigh:
             // CIFAR's 3×3 at 32 channels on 16×16 and 64 on 8×8, and a one-row 1×7
             (geom([1, 32, 16, 16], [32, 32, 3, 3], 1, 1, 1), gemm, gemm),

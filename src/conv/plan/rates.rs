@@ -53,8 +53,15 @@ pub struct Rates {
     /// The row Winograd competes only where its estimate is below this fraction of the
     /// channel tile's (it is a variant of that tile, and its model has more terms).
     pub row_winograd_margin: f64,
-    /// The implicit row Winograd's products (lanes × points) per second.
+    /// The implicit row Winograd's products (lanes × points) per second, where the tile
+    /// forms the points' weights itself (planes of few vectors).
     pub igwino_macs: f64,
+    /// The same from weights packed once per call (planes of
+    /// [`crate::conv::igwino::packed_floats`] > 0).
+    pub igwino_packed_macs: f64,
+    /// Outputs per second that the implicit row Winograd's tiles combine from their four
+    /// points and store.
+    pub igwino_store: f64,
     /// The implicit row Winograd's packed weights per second.
     pub igwino_pack: f64,
     /// The implicit row Winograd's fixed cost per call, seconds: a fork-join more than
@@ -110,6 +117,10 @@ pub const ZEN4: Rates = Rates {
     // so that 3×3/2 layers, where it saves 1/6 of the products, stay on the implicit GEMM
     // (measured 1.31 against 1.23 ms at 128 channels on 56×56).
     igwino_macs: 40e9,
+    // Measured before the packed tile ran its points one after the other; a tile of
+    // fewer loads, equal FMAs and these FMA-bound pipes, so the same rate.
+    igwino_packed_macs: 40e9,
+    igwino_store: 16e9,
     // Perf on a dilated 3×3 at 128 channels: 203 K floats in about 0.1 ms.
     igwino_pack: 2e9,
     // Fitted on small layers no issue names, where it lost: CIFAR's 32-channel 3×3 on
@@ -151,7 +162,15 @@ pub const ZEN5: Rates = Rates {
     // row Winograd against the channel tile's 0.55 (estimates 0.53 and 0.59), CIFAR's
     // 3×3 0.034 against 0.030 (0.020 and 0.018).
     row_winograd_margin: 1.0,
-    igwino_macs: 68e9,
+    // The tile that forms the points' weights (ResNet's 512-channel 3×3 on 7×7: 0.76 ms,
+    // about 74 G/s a core) and the packed one (a dilated 3×3 at 256 channels on 28×28:
+    // 1.94 ms, about 100 G/s a core in its tiles).
+    igwino_macs: 62e9,
+    igwino_packed_macs: 90e9,
+    // Its combine and the point sums it keeps on the stack weigh where `k` is short:
+    // VGG's first layer (3 channels, 64 outputs per 27 products) 0.67 ms against the
+    // implicit GEMM's 0.50.
+    igwino_store: 6e9,
     igwino_pack: 2e9,
     igwino_call: 25e-6,
     direct_wide_macs: 24e9,
