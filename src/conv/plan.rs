@@ -196,7 +196,7 @@ pub fn estimate_on(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> Option<f6
             let nt = super::winograd::block_rows(g) * g.out_w.div_ceil(2);
             let lanes = nt as f64 / nt.next_multiple_of(16) as f64;
             let (ci, co) = (g.c_in as f64, g.c_out as f64);
-            let gemm = 16.0 * co * ci * tiles / (r.igemm_macs * 0.9 * rows * lanes);
+            let gemm = 16.0 * co * ci * tiles / (r.winograd_macs * rows * lanes);
             let transforms = 16.0 * tiles * (ci + co) / r.winograd_transform;
             let weights = 16.0 * ci * co / r.winograd_weights;
             gemm + transforms + weights + n * padded / r.pad
@@ -523,7 +523,8 @@ mod tests {
             (
                 geom([1, 64, 56, 56], [64, 64, 3, 3], 1, 1, 1),
                 winograd,
-                winograd,
+                // on Zen 5 the implicit row Winograd's packed tiles: 0.46 against 0.51 ms
+                deep,
             ),
             (geom([1, 512, 7, 7], [512, 512, 3, 3], 1, 1, 1), deep, gemm),
             (

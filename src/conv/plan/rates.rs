@@ -34,6 +34,9 @@ pub struct Rates {
     /// Outputs per second that the implicit GEMM's tiles store (one vector per 16
     /// outputs after `k` multiply-adds: its cost when `k` is short).
     pub igemm_store: f64,
+    /// Multiply-adds per second of Winograd F(2×2, 3×3)'s 16 GEMMs over transformed tiles
+    /// at full tiles.
+    pub winograd_macs: f64,
     /// Floats per second through a Winograd F(2×2, 3×3) transform (input or output
     /// tiles).
     pub winograd_transform: f64,
@@ -92,6 +95,8 @@ pub const ZEN4: Rates = Rates {
     // channel tile 8.5 µs; with this term the model ranks them so (the rate is the
     // channel tile's transposes: both write every output once).
     igemm_store: 16e9,
+    // 90 % of the implicit GEMM's.
+    winograd_macs: 45e9,
     winograd_transform: 4e9,
     // Criterion measured 0.9 G/s on weights already in cache; in the server a request's
     // weights were just parsed and the 16/9 larger result is written out, and a
@@ -148,8 +153,12 @@ pub const ZEN5: Rates = Rates {
     gemm_call: 2e-6,
     igemm_macs: 110e9,
     igemm_store: 16e9,
-    // U-Net's 32-channel 3×3 on 224×224: Winograd 2.0 ms, the implicit GEMM 2.2.
-    winograd_transform: 8e9,
+    // Its GEMMs gained less than the implicit GEMM's and its transforms more. Fitted on
+    // U-Net's 32-channel 3×3 on 224×224 (Winograd 1.95 ms, the implicit GEMM 2.30),
+    // ResNet's 64-channel 3×3 on 56×56 alone (Winograd 0.51, the implicit row Winograd
+    // 0.46) and in a batch of 8 (4.61 against 3.57).
+    winograd_macs: 55e9,
+    winograd_transform: 25e9,
     winograd_weights: 0.6e9,
     chantile_macs: 120e9,
     // Its scattered stores to 16 planes per vector did not speed up: VGG's first layer
