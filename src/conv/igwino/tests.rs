@@ -183,3 +183,44 @@ fn outputs_over_zeros_are_exactly_zero() {
         });
     }
 }
+
+/// The packed tiles take up to 4 consecutive vectors: runs break at the width and where
+/// a vector was skipped (a position gap), and cover the list in order.
+#[test]
+fn runs_are_consecutive_vectors_up_to_the_width() {
+    let v = |src: u32| Vector {
+        src,
+        halves: [(0, 1), (0, 0)],
+    };
+    let list: Vec<Vector> = [0, 16, 32, 48, 64, 80, 112, 128].map(v).to_vec();
+    let lens = |width| {
+        runs(&list, width)
+            .iter()
+            .map(|r| r.len())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lens(4), [4, 2, 2]);
+    assert_eq!(lens(1), [1; 8]);
+    assert_eq!(lens(8), [6, 2]);
+    let flat: Vec<u32> = runs(&list, 3)
+        .iter()
+        .flat_map(|r| r.iter().map(|v| v.src))
+        .collect();
+    assert_eq!(flat, list.iter().map(|v| v.src).collect::<Vec<_>>());
+    assert!(runs(&[], 4).is_empty());
+}
+
+/// Each point's pass reads the slot that holds it in every chunk kind: the packed
+/// layout's entries per point are those `chanwino::points` lists, in slot order.
+#[test]
+fn point_slots_follow_the_chunks_points() {
+    for taps in 1..=3 {
+        let i = 3 - taps;
+        for (slot, &j) in chanwino::points(taps).iter().enumerate() {
+            assert_eq!(point_slot(i, j), Some(slot), "{taps} columns, point {j}");
+        }
+        let count = (0..4).filter(|&j| point_slot(i, j).is_some()).count();
+        assert_eq!(count, PACKED_POINTS[i]);
+        assert_eq!(count, chanwino::points(taps).len());
+    }
+}

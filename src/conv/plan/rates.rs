@@ -192,10 +192,15 @@ pub const ZEN5: Rates = Rates {
 /// else [`ZEN4`].
 pub fn detected() -> &'static Rates {
     static RATES: std::sync::OnceLock<&'static Rates> = std::sync::OnceLock::new();
-    RATES.get_or_init(|| match amd_family() {
+    RATES.get_or_init(|| for_amd_family(amd_family()))
+}
+
+/// The table for an AMD CPU of family `family` (None: not AMD).
+fn for_amd_family(family: Option<u32>) -> &'static Rates {
+    match family {
         Some(f) if f >= 0x1a => &ZEN5,
         _ => &ZEN4,
-    })
+    }
 }
 
 /// The CPU family (base plus extended, as AMD numbers them: 19h is Zen 3 and 4, 1Ah Zen
@@ -222,4 +227,56 @@ fn amd_family() -> Option<u32> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zen_5_and_later_get_their_rates_and_every_other_cpu_zen_4s() {
+        assert_eq!(for_amd_family(Some(0x1a)), &ZEN5);
+        assert_eq!(for_amd_family(Some(0x1b)), &ZEN5);
+        assert_eq!(for_amd_family(Some(0x19)), &ZEN4);
+        assert_eq!(for_amd_family(Some(0x17)), &ZEN4);
+        assert_eq!(for_amd_family(None), &ZEN4);
+        // This machine's family, as CPUID reports it, picks the detected table.
+        assert_eq!(detected(), for_amd_family(amd_family()));
+    }
+
+    /// Only the rates differ: each table's FMA-bound tiles are faster on Zen 5, and no
+    /// rate is zero or negative.
+    #[test]
+    fn zen_5_computes_faster_and_every_rate_is_positive() {
+        for r in [&ZEN4, &ZEN5] {
+            for v in [
+                r.gemm_macs,
+                r.gather,
+                r.pad,
+                r.gemm_call,
+                r.igemm_macs,
+                r.igemm_store,
+                r.winograd_macs,
+                r.winograd_transform,
+                r.winograd_weights,
+                r.chantile_macs,
+                r.transpose,
+                r.row_winograd_combine,
+                r.row_winograd_transform,
+                r.row_winograd_margin,
+                r.igwino_macs,
+                r.igwino_packed_macs,
+                r.igwino_store,
+                r.igwino_pack,
+                r.igwino_call,
+                r.direct_wide_macs,
+                r.direct_narrow_macs,
+                r.direct_strided_macs,
+                r.phased_macs,
+            ] {
+                assert!(v > 0.0 && v.is_finite(), "{}: {v}", r.name);
+            }
+        }
+        const { assert!(ZEN5.igemm_macs > ZEN4.igemm_macs && ZEN5.gemm_macs > ZEN4.gemm_macs) };
+    }
 }
