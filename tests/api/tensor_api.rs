@@ -391,12 +391,12 @@ async fn the_algorithm_that_ran_is_in_the_report_the_shape_plan_and_server_timin
     // the padded planes in place, and deep 3×3 on small planes that GEMM over vectors of
     // output pairs with kernel rows as 1-D Winograd; elsewhere all gather im2col blocks.
     // On Zen 5's 512-bit FMA pipes the GEMM reading the planes in place gains most, and
-    // runs the short-row stem and the deep 3×3 too (the plan's rates per CPU).
+    // runs the deep 3×3 on small planes too (the plan's rates per CPU).
     let zen5 = convd::conv::plan::rates::detected() == &convd::conv::plan::rates::ZEN5;
     let (gemm, stem, rows, deep) = if convd::conv::igemm::available() && zen5 {
         (
             "implicit_gemm",
-            "implicit_gemm",
+            "channel_tile",
             "channel_winograd",
             "implicit_gemm",
         )

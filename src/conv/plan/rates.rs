@@ -46,8 +46,15 @@ pub struct Rates {
     /// Channel tile multiply-adds per second at full tiles (64 output channels, 6
     /// positions).
     pub chantile_macs: f64,
+    /// The row Winograd's products (lanes × points) per second, counted over whole panels
+    /// of 64 output channels (its tiles compute them whole).
+    pub chanwino_macs: f64,
     /// Outputs per second transposed from the channel tile's rows into NCHW.
     pub transpose: f64,
+    /// The same where a layer's output is larger than [`LARGE_OUTPUT`] floats: each
+    /// transposed vector is stored to a different plane, and past the caches those stores
+    /// miss.
+    pub transpose_large: f64,
     /// Outputs per second of the row Winograd's partial rows (four per output pair,
     /// stored by the tiles and reloaded to combine).
     pub row_winograd_combine: f64,
@@ -81,6 +88,21 @@ pub struct Rates {
     pub phased_macs: f64,
 }
 
+/// Output floats from which the channel tile's transposes run at
+/// [`Rates::transpose_large`] (4 MiB: more than both cores' L2).
+pub const LARGE_OUTPUT: f64 = 1024.0 * 1024.0;
+
+impl Rates {
+    /// The channel tile's transposes per second for a layer of `outputs` floats.
+    pub fn transpose_rate(&self, outputs: f64) -> f64 {
+        if outputs > LARGE_OUTPUT {
+            self.transpose_large
+        } else {
+            self.transpose
+        }
+    }
+}
+
 /// AMD Zen 4 (EPYC 9004), AVX-512 on 256-bit FMA pipes: about 154 GFLOP/s per core. Also
 /// the rates for CPUs not recognised.
 pub const ZEN4: Rates = Rates {
@@ -107,7 +129,9 @@ pub const ZEN4: Rates = Rates {
     // channels): there the implicit GEMM's own estimate is optimistic, as its 16-position
     // tiles store as many vectors as they do multiply-adds over a short `k`.
     chantile_macs: 60e9,
+    chanwino_macs: 60e9,
     transpose: 16e9,
+    transpose_large: 16e9,
     // On ResNet's stem its combine with the transposes took 0.25 ms a thread against the
     // channel tile's 0.2 ms of transposes.
     row_winograd_combine: 8e9,
@@ -161,10 +185,15 @@ pub const ZEN5: Rates = Rates {
     winograd_transform: 25e9,
     winograd_weights: 0.6e9,
     chantile_macs: 120e9,
-    // Its scattered stores to 16 planes per vector did not speed up: VGG's first layer
-    // (64 outputs per 27 products) took 1.0–1.3 ms by the channel tile against the
-    // implicit GEMM's 0.64–0.76, YOLO's 16-channel 3×3 on 416×416 0.81 against 0.52.
-    transpose: 8e9,
+    // The channel tile's: the same tile, over transformed rows.
+    chanwino_macs: 120e9,
+    transpose: 16e9,
+    // Its scattered stores to 16 planes per vector did not speed up past the caches:
+    // VGG's first layer (12.8 MB of output, 64 per 27 products) took 1.0–1.3 ms by the
+    // channel tile against the implicit GEMM's 0.50–0.76, YOLO's 16-channel 3×3 on
+    // 416×416 (11 MB) 0.81 against 0.52; Inception's 3 → 32 stem at stride 2 (2.8 MB)
+    // 0.16 against 0.24, MobileNet's (1.6 MB) 0.076 against 0.078.
+    transpose_large: 5e9,
     row_winograd_combine: 8e9,
     row_winograd_transform: 12e9,
     // The model's ranking holds without a margin here: ResNet's stem ran 0.49 ms by the
@@ -260,7 +289,9 @@ mod tests {
                 r.winograd_transform,
                 r.winograd_weights,
                 r.chantile_macs,
+                r.chanwino_macs,
                 r.transpose,
+                r.transpose_large,
                 r.row_winograd_combine,
                 r.row_winograd_transform,
                 r.row_winograd_margin,
