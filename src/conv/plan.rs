@@ -244,7 +244,8 @@ pub fn estimate_on(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> Option<f6
                 * (16 * super::igwino::vector_count(g)) as f64;
             let transformed = n * super::igwino::planes_floats(g) as f64;
             let outputs = n * g.c_out as f64 * pixels;
-            let rate = if super::igwino::packed_floats(g) > 0 {
+            let packed = super::igwino::packed_floats(g) as f64;
+            let rate = if packed > 0.0 {
                 r.igwino_packed_macs
             } else {
                 r.igwino_macs
@@ -253,7 +254,7 @@ pub fn estimate_on(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> Option<f6
                 + transformed / r.row_winograd_transform
                 + n * padded / r.pad
                 + outputs / r.igwino_store
-                + super::igwino::packed_floats(g) as f64 / r.igwino_pack
+                + packed / r.igwino_pack
                 + r.igwino_call
         }
         Conv2dAlgo::Phased => {

@@ -100,8 +100,9 @@ pub(super) unsafe fn tile(t: &TileArgs<'_>) {
                 }
             }
         }
+        let inter = interleave_indices(t);
         for (r, [m0, m1, m2, m3]) in acc.iter().enumerate().take(rows) {
-            store_pairs(t, &t.vecs[0], r, (*m0, *m1, *m2), *m3);
+            store_pairs(t, inter, &t.vecs[0], r, (*m0, *m1, *m2), *m3);
         }
     }
 }
@@ -133,9 +134,10 @@ pub(super) unsafe fn tile_passes<const NV: usize>(t: &TileArgs<'_>) {
         let m2 = point_pass::<NV>(t, 2, &mut p);
         let m3 = point_pass::<NV>(t, 3, &mut p);
         debug_assert_eq!(p, pw.as_ptr_range().end);
+        let inter = interleave_indices(t);
         for (v, vec) in t.vecs.iter().enumerate() {
             for r in 0..rows {
-                store_pairs(t, vec, r, (m0[r][v], m1[r][v], m2[r][v]), m3[r][v]);
+                store_pairs(t, inter, vec, r, (m0[r][v], m1[r][v], m2[r][v]), m3[r][v]);
             }
         }
     }
@@ -189,6 +191,22 @@ unsafe fn point_pass<const NV: usize>(
     acc
 }
 
+/// The outputs' order ([`super::interleave`]) as the two index vectors of
+/// [`store_pairs`]: loaded once per tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn interleave_indices(t: &TileArgs<'_>) -> [std::arch::x86_64::__m512i; 2] {
+    use std::arch::x86_64::_mm512_loadu_si512;
+    // SAFETY: `inter` holds 32 indices, read as two vectors of 16.
+    unsafe {
+        [
+            _mm512_loadu_si512(t.inter.as_ptr().cast()),
+            _mm512_loadu_si512(t.inter[16..].as_ptr().cast()),
+        ]
+    }
+}
+
 /// Combines one row's four points over one vector, `y₀ = M₀ + M₁ + M₂`, `y₁ = M₁ − M₂ −
 /// M₃`, interleaves them into the vector's 32 outputs and stores those it keeps.
 ///
@@ -199,6 +217,7 @@ unsafe fn point_pass<const NV: usize>(
 #[inline]
 unsafe fn store_pairs(
     t: &TileArgs<'_>,
+    [lo, hi]: [std::arch::x86_64::__m512i; 2],
     vec: &Vector,
     r: usize,
     (m0, m1, m2): (
@@ -209,10 +228,8 @@ unsafe fn store_pairs(
     m3: std::arch::x86_64::__m512,
 ) {
     use std::arch::x86_64::*;
-    // SAFETY: as the contract; `inter` holds 32 indices.
+    // SAFETY: as the contract.
     unsafe {
-        let lo = _mm512_loadu_si512(t.inter.as_ptr().cast());
-        let hi = _mm512_loadu_si512(t.inter[16..].as_ptr().cast());
         let y0 = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
         let y1 = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
         let parts = [

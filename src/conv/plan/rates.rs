@@ -172,30 +172,22 @@ pub const ZEN4: Rates = Rates {
 pub const ZEN5: Rates = Rates {
     name: "zen5",
     gemm_macs: 95e9,
-    gather: 3e9,
-    pad: 1.5e9,
-    gemm_call: 2e-6,
     igemm_macs: 110e9,
-    igemm_store: 16e9,
     // Its GEMMs gained less than the implicit GEMM's and its transforms more. Fitted on
     // U-Net's 32-channel 3×3 on 224×224 (Winograd 1.95 ms, the implicit GEMM 2.30),
     // ResNet's 64-channel 3×3 on 56×56 alone (Winograd 0.51, the implicit row Winograd
     // 0.46) and in a batch of 8 (4.61 against 3.57).
     winograd_macs: 55e9,
     winograd_transform: 25e9,
-    winograd_weights: 0.6e9,
     chantile_macs: 120e9,
     // The channel tile's: the same tile, over transformed rows.
     chanwino_macs: 120e9,
-    transpose: 16e9,
     // Its scattered stores to 16 planes per vector did not speed up past the caches:
     // VGG's first layer (12.8 MB of output, 64 per 27 products) took 1.0–1.3 ms by the
     // channel tile against the implicit GEMM's 0.50–0.76, YOLO's 16-channel 3×3 on
     // 416×416 (11 MB) 0.81 against 0.52; Inception's 3 → 32 stem at stride 2 (2.8 MB)
     // 0.16 against 0.24, MobileNet's (1.6 MB) 0.076 against 0.078.
     transpose_large: 5e9,
-    row_winograd_combine: 8e9,
-    row_winograd_transform: 12e9,
     // The model's ranking holds without a margin here: ResNet's stem ran 0.49 ms by the
     // row Winograd against the channel tile's 0.55 (estimates 0.53 and 0.59), CIFAR's
     // 3×3 0.034 against 0.030 (0.020 and 0.018).
@@ -209,12 +201,12 @@ pub const ZEN5: Rates = Rates {
     // VGG's first layer (3 channels, 64 outputs per 27 products) 0.67 ms against the
     // implicit GEMM's 0.50.
     igwino_store: 6e9,
-    igwino_pack: 2e9,
-    igwino_call: 25e-6,
     direct_wide_macs: 24e9,
     direct_narrow_macs: 7.5e9,
     direct_strided_macs: 3e9,
     phased_macs: 21e9,
+    // The copies, stores, partial rows and fixed costs: as on Zen 4.
+    ..ZEN4
 };
 
 /// The rates of this CPU's class, detected once: [`ZEN5`] on AMD family 1Ah and later,
