@@ -108,6 +108,9 @@ pub struct ComputeSettings {
     pub buffer_cache_bytes: u64,
     /// Seconds a cached buffer may stay unused before it is freed.
     pub buffer_cache_idle_secs: u64,
+    /// Pin each compute thread to its own CPU when the process may run on exactly
+    /// `threads` CPUs (see `worker::affinity`).
+    pub pin_threads: bool,
 }
 
 impl ComputeSettings {

@@ -24,6 +24,8 @@ use crate::conv::CancelToken;
 use crate::error::{ApiError, ProblemKind};
 use crate::metrics::{Metrics, PoolGauges};
 
+mod affinity;
+
 /// Cancels its token when dropped: a request future dropped mid-flight stops its job.
 struct CancelOnDrop(CancelToken);
 
@@ -64,14 +66,24 @@ impl ComputePool {
             usize::try_from(s.buffer_cache_bytes).unwrap_or(usize::MAX),
             Duration::from_secs(s.buffer_cache_idle_secs),
         );
+        let pins = affinity::plan(s.pin_threads, threads, affinity::allowed_cpus());
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("convd-compute-{i}"))
             .start_handler({
                 let buffers = buffers.clone();
-                move |_| buffers.install_on_current_thread()
+                let pins = pins.clone();
+                move |i| {
+                    buffers.install_on_current_thread();
+                    if let Some(cpu) = pins.as_ref().map(|p| p[i]) {
+                        if !affinity::pin_current_thread(cpu) {
+                            tracing::warn!(thread = i, cpu, "compute thread could not be pinned");
+                        }
+                    }
+                }
             })
             .build()?;
+        tracing::info!(threads, pinned_to_cpus = ?pins, "compute pool started");
         let running = s.resolved_running_jobs().max(1);
         let capacity = running + s.queue_depth;
         Ok(Self {
