@@ -268,6 +268,24 @@ fn interleave(d: usize) -> [i32; 32] {
 }
 
 /// `list` in runs of at most `width` consecutive vectors (each `src` 16 past the last).
+/// `runs` in order, in chunks of at most `chunk` vectors (a longer run alone).
+fn chunk_runs<'a, 'b>(runs: &'b [&'a [Vector]], chunk: usize) -> Vec<&'b [&'a [Vector]]> {
+    let mut out = Vec::new();
+    let mut rest = runs;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut len = 0;
+        while n < rest.len() && (n == 0 || len + rest[n].len() <= chunk) {
+            len += rest[n].len();
+            n += 1;
+        }
+        let (c, tail) = rest.split_at(n);
+        out.push(c);
+        rest = tail;
+    }
+    out
+}
+
 fn runs(list: &[Vector], width: usize) -> Vec<&[Vector]> {
     let mut out = Vec::new();
     let mut rest = list;
@@ -304,6 +322,19 @@ pub fn conv2d_igwino(
     geom: &Conv2dGeometry,
     cancel: &CancelToken,
 ) -> Result<Array4<f32>, Cancelled> {
+    conv2d_chunked(input, weight, bias, geom, cancel, super::igemm::CHUNK_BYTES)
+}
+
+/// [`conv2d_igwino`] with chunks of vectors that read about `chunk_bytes` of the planes
+/// (tests use small chunks to check that path on small layers).
+fn conv2d_chunked(
+    input: ArrayView4<'_, f32>,
+    weight: ArrayView4<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    geom: &Conv2dGeometry,
+    cancel: &CancelToken,
+    chunk_bytes: usize,
+) -> Result<Array4<f32>, Cancelled> {
     assert!(
         supports(geom),
         "the implicit row Winograd cannot run {geom:?}"
@@ -327,7 +358,8 @@ pub fn conv2d_igwino(
     let inter = interleave(g.dilation[1]);
     let panels = opg.div_ceil(MR);
     let group_len = cpg * planes.chan_len;
-    let tasks = plan_tasks(&g, list.len(), panels, group_len);
+    let chunk = (chunk_bytes * list.len() / (4 * group_len).max(1)).max(1);
+    let tasks = plan_tasks(&g, list.len(), panels, group_len, chunk);
     let packed = (packed_floats(&g) > 0).then(|| pack(&g, wt, &by_taps, panels));
     let per_panel = packed.as_ref().map_or(0, |p| p.len() / (g.groups * panels));
     // Padded rows in `s_w` phases; the transform reads `2·⌈tp/16⌉·16 + reach(d_w)` floats
@@ -410,13 +442,9 @@ pub fn conv2d_igwino(
                     &list[t.vectors.clone()],
                     if packed.is_some() { 4 } else { 1 },
                 );
-                if t.a_outer {
+                for chunk in chunk_runs(&runs, t.chunk) {
                     for panel in t.panels.clone() {
-                        runs.iter().for_each(|vecs| run(panel, vecs));
-                    }
-                } else {
-                    for vecs in &runs {
-                        t.panels.clone().for_each(|panel| run(panel, vecs));
+                        chunk.iter().for_each(|vecs| run(panel, vecs));
                     }
                 }
                 Ok(())
@@ -563,8 +591,9 @@ struct Task {
     group: usize,
     panels: std::ops::Range<usize>,
     vectors: std::ops::Range<usize>,
-    /// Output channels in the outer loop (the task's weights exceed L2).
-    a_outer: bool,
+    /// Vectors per chunk: the task runs its vectors a chunk at a time, each chunk for
+    /// every panel in turn.
+    chunk: usize,
 }
 
 /// Splits every group's `panels × vectors` into at least `TASKS_PER_THREAD` tasks per
@@ -573,7 +602,13 @@ struct Task {
 /// layers on small planes) by panels first, so each task streams its own weights once;
 /// else by vectors first, so each task reads its own rows of the planes (a dilated 3×3
 /// on 32×32 at 128 channels: 1.3 MiB of planes against 0.6 MiB of weights).
-fn plan_tasks(g: &Conv2dGeometry, vectors: usize, panels: usize, group_len: usize) -> Vec<Task> {
+fn plan_tasks(
+    g: &Conv2dGeometry,
+    vectors: usize,
+    panels: usize,
+    group_len: usize,
+    chunk: usize,
+) -> Vec<Task> {
     let k = g.c_in / g.groups * g.k_h * g.k_w;
     let want = TASKS_PER_THREAD * rayon::current_num_threads();
     let max_parts = (panels * vectors * MR * 32 * k / MIN_TASK_MACS).max(1);
@@ -594,11 +629,12 @@ fn plan_tasks(g: &Conv2dGeometry, vectors: usize, panels: usize, group_len: usiz
         for p in ranges(panels, panel_parts) {
             let a_outer = p.len() * MR * k * 4 > A_RESIDENT;
             for v in ranges(vectors, vector_parts) {
+                let n = v.len();
                 tasks.push(Task {
                     group,
                     panels: p.clone(),
                     vectors: v,
-                    a_outer,
+                    chunk: if a_outer { n } else { chunk.min(n) }.max(1),
                 });
             }
         }

@@ -9,8 +9,14 @@ fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
 }
 
 fn check_banded(g: &Conv2dGeometry, seed: u32, bias: bool, band_bytes: usize) {
+    // Whole tasks per chunk, or chunks of a few tiles (the path of large planes).
+    let chunk_bytes = if seed.is_multiple_of(3) {
+        CHUNK_BYTES
+    } else {
+        64 + seed as usize % 4096
+    };
     check_against_reference(g, seed, bias, |x, w, b| {
-        conv2d_banded(x, w, b, g, &CancelToken::new(), band_bytes).unwrap()
+        conv2d_banded(x, w, b, g, &CancelToken::new(), band_bytes, chunk_bytes).unwrap()
     });
 }
 
@@ -119,7 +125,7 @@ fn tasks_cover_every_panel_and_tile_once() {
         (geom([1, 16, 8, 8], [16, 16, 3, 3], 1, 1), 2, 2),
     ] {
         let k = g.c_in * g.k_h * g.k_w;
-        let tasks = plan_tasks(&g, tiles, panels, k, 1 + tiles % 3);
+        let tasks = plan_tasks(&g, tiles, panels, k, 1 + tiles % 3, 5);
         let mut seen = vec![0u8; tiles * panels];
         for t in &tasks {
             for p in t.panels.clone() {
@@ -129,6 +135,7 @@ fn tasks_cover_every_panel_and_tile_once() {
             }
         }
         assert!(seen.iter().all(|&c| c == 1));
+        assert!(tasks.iter().all(|t| (1..=t.tiles.len()).contains(&t.chunk)));
         if g.macs() > 1 << 24 {
             assert!(tasks.len() >= 2 * rayon::current_num_threads());
         }

@@ -8,8 +8,14 @@ use crate::conv::testutil::{
 };
 
 fn check(g: &Conv2dGeometry, seed: u32, bias: bool) {
+    // Whole tasks per chunk, or chunks of a few vectors (the path of large planes).
+    let chunk_bytes = if seed.is_multiple_of(3) {
+        super::super::igemm::CHUNK_BYTES
+    } else {
+        64 + seed as usize % 4096
+    };
     check_against_reference(g, seed, bias, |x, w, b| {
-        conv2d_igwino(x, w, b, g, &CancelToken::new()).unwrap()
+        conv2d_chunked(x, w, b, g, &CancelToken::new(), chunk_bytes).unwrap()
     });
 }
 
@@ -222,5 +228,27 @@ fn point_slots_follow_the_chunks_points() {
         let count = (0..4).filter(|&j| point_slot(i, j).is_some()).count();
         assert_eq!(count, PACKED_POINTS[i]);
         assert_eq!(count, chanwino::points(taps).len());
+    }
+}
+
+#[test]
+fn chunks_hold_whole_runs_in_order() {
+    let v = |src: u32| Vector {
+        src,
+        halves: [(0, 1), (0, 0)],
+    };
+    let list: Vec<Vector> = [0, 16, 32, 48, 64, 80, 112, 128, 144].map(v).to_vec();
+    let r = runs(&list, 4);
+    for chunk in [1, 2, 4, 5, 100] {
+        let chunks = chunk_runs(&r, chunk);
+        let flat: Vec<u32> = chunks
+            .iter()
+            .flat_map(|c| c.iter().flat_map(|run| run.iter().map(|v| v.src)))
+            .collect();
+        assert_eq!(flat, list.iter().map(|v| v.src).collect::<Vec<_>>());
+        for c in &chunks {
+            let len: usize = c.iter().map(|run| run.len()).sum();
+            assert!(c.len() == 1 || len <= chunk, "chunk {chunk}: {len} vectors");
+        }
     }
 }
