@@ -127,7 +127,11 @@ pub fn conv2d_winograd(
         .min(c_out.div_ceil(mr));
     let oc_chunk = c_out.div_ceil(oc_parts).next_multiple_of(mr).min(c_out);
 
-    let mut out = Array4::<f32>::zeros(g.output_shape());
+    // Every element is written by `output_transform` (the tasks' bands tile each plane),
+    // so the buffer is taken unzeroed: zeroing a fresh 6 MB output cost 0.3 ms.
+    let len = g.output_shape().iter().product();
+    let mut out = Array4::from_shape_vec(g.output_shape(), super::buffers::take_unzeroed(len))
+        .expect("shape");
     for (img, mut out_img) in out.outer_iter_mut().enumerate() {
         let xi = &x[img * c_in * g.h * g.w..][..c_in * g.h * g.w];
         let mut tasks: Vec<(usize, usize, ArrayViewMut3<'_, f32>)> = Vec::new();
