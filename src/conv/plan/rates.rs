@@ -86,6 +86,13 @@ pub struct Rates {
     pub direct_strided_macs: f64,
     /// Phased kernel multiply-adds per second with full tiles.
     pub phased_macs: f64,
+    /// Largest `c_in/groups` for which the channel tile competes with full panels (64
+    /// output channels per group or more; beyond the plan's few-channel reach, which
+    /// holds everywhere).
+    pub chantile_max_cpg: usize,
+    /// Largest `c_in/groups · k_h · k_w` for which the channel tile competes with full
+    /// panels: its weight panel (`k` × 64 floats) is reread for every 6 outputs.
+    pub chantile_max_k: usize,
 }
 
 /// Output floats from which the channel tile's transposes run at
@@ -160,6 +167,9 @@ pub const ZEN4: Rates = Rates {
     direct_narrow_macs: 5e9,
     direct_strided_macs: 2e9,
     phased_macs: 14e9,
+    // 3×3/2 from 64 channels (k = 576): 0.90 ms against the implicit GEMM's 0.69.
+    chantile_max_cpg: 16,
+    chantile_max_k: 160,
 };
 
 /// AMD Zen 5 (EPYC 9005), AVX-512 on 512-bit FMA pipes: 270 GFLOP/s per core measured
@@ -205,6 +215,14 @@ pub const ZEN5: Rates = Rates {
     direct_narrow_macs: 7.5e9,
     direct_strided_macs: 3e9,
     phased_macs: 21e9,
+    // With full panels the channel tile caught up with the implicit GEMM at 32 input
+    // channels: YOLO's 3×3/2 from 32 to 64 channels on 208×208 (k = 288) 0.96 ms against
+    // 1.03 in-process, 1.04–1.18 against 1.30–1.43 through the server. At 64 and 128
+    // input channels (k = 576, 1152) the two tie, so the reach stops at 288. With 32
+    // output channels (half a panel) its estimate was optimistic: U-Net's 32-channel
+    // 3×3 on 224×224 2.9 ms against Winograd's 2.0, a 4-group 3×3 0.19 against 0.17.
+    chantile_max_cpg: 32,
+    chantile_max_k: 288,
     // The copies, stores, partial rows and fixed costs: as on Zen 4.
     ..ZEN4
 };
