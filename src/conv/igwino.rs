@@ -267,7 +267,6 @@ fn interleave(d: usize) -> [i32; 32] {
     std::array::from_fn(|z| ((z / d % 2) * 16 + z / (2 * d) * d + z % d) as i32)
 }
 
-/// `list` in runs of at most `width` consecutive vectors (each `src` 16 past the last).
 /// `runs` in order, in chunks of at most `chunk` vectors (a longer run alone).
 fn chunk_runs<'a, 'b>(runs: &'b [&'a [Vector]], chunk: usize) -> Vec<&'b [&'a [Vector]]> {
     let mut out = Vec::new();
@@ -286,6 +285,7 @@ fn chunk_runs<'a, 'b>(runs: &'b [&'a [Vector]], chunk: usize) -> Vec<&'b [&'a [V
     out
 }
 
+/// `list` in runs of at most `width` consecutive vectors (each `src` 16 past the last).
 fn runs(list: &[Vector], width: usize) -> Vec<&[Vector]> {
     let mut out = Vec::new();
     let mut rest = list;

@@ -299,19 +299,9 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> bool {
     match algo {
         Conv2dAlgo::GemmIm2col => !Conv2dAlgo::ImplicitGemm.supports(g),
         Conv2dAlgo::ImplicitGemm => !(super::gemm::pointwise_ok(g) && g.stride == [1, 1]),
-        Conv2dAlgo::ChannelTile => {
-            let (cpg, k) = (g.c_in / g.groups, g.c_in / g.groups * g.k_h * g.k_w);
-            cpg <= CHANTILE_MAX_CPG && k <= CHANTILE_MAX_K
-                || cpg <= r.chantile_max_cpg
-                    && k <= r.chantile_max_k
-                    && g.c_out / g.groups >= super::chantile::PANEL
-        }
+        Conv2dAlgo::ChannelTile => channel_tile_reaches(g, g.c_in / g.groups * g.k_h * g.k_w, r),
         Conv2dAlgo::ChannelWinograd => {
-            let (cpg, k) = (g.c_in / g.groups, super::chanwino::longest_point(g));
-            (cpg <= CHANTILE_MAX_CPG && k <= CHANTILE_MAX_K
-                || cpg <= r.chantile_max_cpg
-                    && k <= r.chantile_max_k
-                    && g.c_out / g.groups >= super::chantile::PANEL)
+            channel_tile_reaches(g, super::chanwino::longest_point(g), r)
                 && match (
                     estimate_on(algo, g, r),
                     estimate_on(Conv2dAlgo::ChannelTile, g, r),
@@ -327,6 +317,18 @@ fn candidate(algo: Conv2dAlgo, g: &Conv2dGeometry, r: &Rates) -> bool {
         }
         _ => true,
     }
+}
+
+/// Whether the channel tile (or its row Winograd, whose panel is one point's `k`
+/// weights) reaches `g`: few input channels and a short panel ([`CHANTILE_MAX_CPG`],
+/// [`CHANTILE_MAX_K`]) everywhere, up to the rates' wider reach where 64 or more output
+/// channels per group fill its panels.
+fn channel_tile_reaches(g: &Conv2dGeometry, k: usize, r: &Rates) -> bool {
+    let cpg = g.c_in / g.groups;
+    cpg <= CHANTILE_MAX_CPG && k <= CHANTILE_MAX_K
+        || cpg <= r.chantile_max_cpg
+            && k <= r.chantile_max_k
+            && g.c_out / g.groups >= super::chantile::PANEL
 }
 
 /// The plan for `g` from its shape alone, on this CPU: the candidate with the lowest
